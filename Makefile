@@ -1,0 +1,38 @@
+# Every target bootstraps .venv from the machine's python3 on first use and reuses it afterwards.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 4
+
+.PHONY: run test lab bench clean lint down
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbook)" >/dev/null
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/workbook run --mode both --profile ci
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib services tests bench
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+down: $(STAMP)
+	$(BIN)/workbook down
+
+clean:
+	-@test -x $(BIN)/workbook && $(BIN)/workbook down
+	rm -rf $(VENV) outputs/*/ .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
