@@ -1,0 +1,155 @@
+"""Pictures the notebooks show: topology diagrams, write timelines, message sequence charts, failure bars.
+
+Every function takes plain data (lists of dicts or DataFrames), returns a matplotlib ``Figure`` and
+never touches a service, so the same picture can be drawn from a live run or from saved logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+KIND_COLOURS = {
+    "kvstore": "#4c72b0",
+    "elnode": "#55a868",
+    "rpcproxy": "#c44e52",
+    "client": "#8172b2",
+    "link": "#999999",
+}
+HIGHLIGHT = "#d62728"
+
+
+def topology_diagram(nodes: Sequence[Mapping[str, Any]], edges: Iterable[Mapping[str, Any]],
+                     title: str = "Topology") -> Figure:
+    """Draw boxes for *nodes* (``name``, ``kind``, ``x``, ``y``, optional ``label``) and arrows for *edges*.
+
+    An edge is ``{"src", "dst", "label"?, "style"?}``; ``style="link"`` draws a dashed line for a
+    connection that goes through a fault link, ``"cut"`` draws it red and crossed.
+    """
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    where = {n["name"]: (float(n["x"]), float(n["y"])) for n in nodes}
+    for edge in edges:
+        (x1, y1), (x2, y2) = where[edge["src"]], where[edge["dst"]]
+        style = edge.get("style", "direct")
+        colour = HIGHLIGHT if style == "cut" else ("#777777" if style == "link" else "#333333")
+        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                    arrowprops={"arrowstyle": "<->" if edge.get("both") else "->", "color": colour,
+                                "linestyle": "--" if style in ("link", "cut") else "-",
+                                "shrinkA": 38, "shrinkB": 38, "lw": 1.4})
+        if edge.get("label"):
+            ax.text((x1 + x2) / 2, (y1 + y2) / 2, edge["label"], fontsize=7.5, color=colour,
+                    ha="center", va="center", bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+    for node in nodes:
+        x, y = where[node["name"]]
+        colour = KIND_COLOURS.get(node.get("kind", ""), "#888888")
+        ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.2), 0.84, 0.4, boxstyle="round,pad=0.04",
+                                    fc=colour, ec="black", lw=0.8, alpha=0.9))
+        ax.text(x, y + 0.05, node["name"], ha="center", va="center", color="white", fontsize=10,
+                fontweight="bold")
+        ax.text(x, y - 0.1, node.get("label", node.get("kind", "")), ha="center", va="center",
+                color="white", fontsize=7)
+    xs = [p[0] for p in where.values()]
+    ys = [p[1] for p in where.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def write_timeline(acks: pd.DataFrame, events: Mapping[str, float] | Sequence[tuple[str, float]],
+                   lost: Iterable[str] = (), *, time_col: str = "t", key_col: str = "key",
+                   title: str = "Acknowledged writes") -> Figure:
+    """Plot acknowledged writes over time (one dot per ack), vertical lines at *events*, lost ones red.
+
+    *acks* has one row per acknowledged write with a time column (seconds since the start of the run)
+    and a key column; *events* maps a label (``"kill kv1"``) to a time on the same axis.
+    """
+    lost = set(lost)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    if not acks.empty:
+        kept = acks[~acks[key_col].isin(lost)]
+        gone = acks[acks[key_col].isin(lost)]
+        ax.scatter(kept[time_col], range(len(kept)), s=4, color="#4c72b0", label=f"kept ({len(kept)})")
+        if len(gone):
+            positions = [acks.index.get_loc(i) for i in gone.index]
+            ax.scatter(gone[time_col], positions, s=22, color=HIGHLIGHT, marker="x",
+                       label=f"acknowledged, then lost ({len(gone)})", zorder=3)
+    pairs = events.items() if isinstance(events, Mapping) else events
+    for label, t in pairs:
+        ax.axvline(t, color="black", lw=1, ls="--")
+        ax.text(t, ax.get_ylim()[1], f" {label}", rotation=90, va="top", ha="right", fontsize=8)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("acknowledged write #")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sequence_chart(messages: pd.DataFrame, lanes: Sequence[str], *, highlight_col: str = "highlight",
+                   label_col: str = "label", title: str = "Message sequence",
+                   max_messages: int = 60) -> Figure:
+    """Draw a message sequence chart: one lifeline per lane, one arrow per message in time order.
+
+    *messages* has columns ``ts``, ``src``, ``dst`` (lane names), a label, and optionally a boolean
+    highlight column (drawn red: the leaked response, the unknown subscription id).
+    """
+    rows = messages.sort_values("ts").head(max_messages).reset_index(drop=True)
+    hot_rows = (rows[highlight_col].fillna(False).astype(bool) if highlight_col in rows
+                else pd.Series(False, index=rows.index))
+    height = max(3.0, 0.32 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(10, height))
+    x_of = {lane: i for i, lane in enumerate(lanes)}
+    for lane, x in x_of.items():
+        ax.plot([x, x], [-0.5, len(rows) + 0.2], color="#bbbbbb", lw=1, zorder=0)
+        ax.text(x, -0.9, lane, ha="center", va="bottom", fontsize=10, fontweight="bold")
+    for i, msg in rows.iterrows():
+        if msg["src"] not in x_of or msg["dst"] not in x_of:
+            continue
+        x1, x2 = x_of[msg["src"]], x_of[msg["dst"]]
+        hot = bool(hot_rows[i])
+        colour = HIGHLIGHT if hot else "#333333"
+        ax.annotate("", xy=(x2, i), xytext=(x1, i),
+                    arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.8 if hot else 1.0})
+        ax.text((x1 + x2) / 2, i - 0.12, str(msg.get(label_col, "")), ha="center", va="bottom",
+                fontsize=7, color=colour, fontweight="bold" if hot else "normal")
+    ax.set_ylim(len(rows) + 0.5, -1.2)
+    ax.set_xlim(-0.6, len(lanes) - 0.4)
+    ax.axis("off")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def failure_bars(counts: pd.DataFrame, *, group_col: str = "test", fail_col: str = "failures",
+                 total_col: str = "runs", title: str = "Failures over runs") -> Figure:
+    """Bar chart of failures out of runs per test variant (naive against corrected)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    colours = [HIGHLIGHT if f else "#55a868" for f in counts[fail_col]]
+    bars = ax.bar(counts[group_col], counts[fail_col], color=colours)
+    for bar, fails, total in zip(bars, counts[fail_col], counts[total_col], strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{fails}/{total}",
+                ha="center", va="bottom", fontsize=9)
+    ax.set_ylim(0, max(1, int(counts[total_col].max())) * 1.15)
+    ax.set_ylabel("failed runs")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(values: Mapping[str, float], *, title: str, ylabel: str = "") -> Figure:
+    """A small bar chart of named values (e.g. sessions per upstream from /metrics)."""
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    ax.bar(list(values), list(values.values()), color="#4c72b0")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
