@@ -1,0 +1,1 @@
+"""Generated gRPC modules for kvstore.proto (see kvstore.protogen)."""

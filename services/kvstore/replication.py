@@ -1,0 +1,130 @@
+"""Peers: one channel per peer and a shipper that feeds it each origin's log from a durable cursor.
+
+The cursor for a peer is what that peer acknowledged after committing durably (its watermarks in the
+reply), so a peer that was down or cut off is fed from where it stopped once it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import grpc
+
+from kvstore.proto import kvstore_pb2 as pb
+from kvstore.proto import kvstore_pb2_grpc as pbg
+from kvstore.storage import Store
+
+# Every channel: keepalive (notices a dead link) and reconnect backoff of at most about a second.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+HEARTBEAT_S = 0.25
+REACH_WINDOW_S = 1.5
+CALL_TIMEOUT_S = 2.0
+
+
+class Peer:
+    """A replication target: reachability, what it has acknowledged, and the shipper task."""
+
+    def __init__(self, name: str, address: str, *, sender: str, store: Store,
+                 on_ack: Callable[[], None], log_event: Callable[..., None]) -> None:
+        self.name = name
+        self.address = address
+        self.sender = sender
+        self.store = store
+        self.on_ack = on_ack
+        self.log_event = log_event
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pbg.ReplicationStub(self.channel)
+        self.acked: dict[str, int] = {}
+        self.last_contact: float | None = None
+        self.last_error = ""
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._saving = False
+
+    def reachable(self) -> bool:
+        return self.last_contact is not None and time.monotonic() - self.last_contact < REACH_WINDOW_S
+
+    def contact(self, watermarks: dict[str, int] | None) -> None:
+        """Record a successful exchange and, from its reply, what the peer holds durably."""
+        was = self.reachable()
+        self.last_contact = time.monotonic()
+        self.last_error = ""
+        if not was:
+            self.log_event("peer.reachable", peer=self.name)
+        if watermarks is not None and watermarks != self.acked:
+            self.acked = dict(watermarks)
+            self.on_ack()
+            self._persist_cursor()
+
+    def failed(self, exc: grpc.aio.AioRpcError) -> None:
+        err = f"{exc.code().name}: {exc.details()}"
+        if err != self.last_error:
+            self.log_event("peer.error", peer=self.name, error=err)
+        self.last_error = err
+
+    def _persist_cursor(self) -> None:
+        if self._saving or self.store.env is None:
+            return
+        self._saving = True
+        fut = self.store.submit(self.store.save_cursor(self.name, dict(self.acked)))
+        asyncio.wrap_future(fut).add_done_callback(self._saved)
+
+    def _saved(self, fut: asyncio.Future[None]) -> None:
+        self._saving = False
+        if not fut.cancelled() and fut.exception() is None:
+            self.store.cursors[self.name] = dict(self.acked)
+
+    def start(self, *, ship: bool) -> None:
+        """Start the loop: ship the log (``ship``) or only heartbeat (the ``no-catch-up`` defect)."""
+        self.acked = dict(self.store.cursors.get(self.name, {}))  # resume from the durable cursor
+        self.task = asyncio.create_task(self._loop(ship), name=f"ship->{self.name}")
+
+    async def _loop(self, ship: bool) -> None:
+        while True:
+            try:
+                entries = self.store.read_log(self.acked, limit=256) if ship else []
+                reply = await self.stub.Replicate(pb.ReplicateRequest(sender=self.sender, entries=entries),
+                                                  timeout=CALL_TIMEOUT_S)
+                self.contact(dict(reply.watermarks))
+                if entries:
+                    continue
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), HEARTBEAT_S)
+                except TimeoutError:
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                self.failed(exc)
+                await asyncio.sleep(HEARTBEAT_S)  # retry pacing; reconnect backoff is the channel's
+
+    async def push_once(self, entry: pb.Entry) -> bool:
+        """Fire-and-forget delivery (``no-catch-up``): one attempt, never repeated."""
+        try:
+            await self.stub.Replicate(pb.ReplicateRequest(sender=self.sender, entries=[entry]),
+                                      timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            self.failed(exc)
+            self.log_event("replication.dropped", peer=self.name, origin=entry.origin, seq=entry.seq)
+            return False
+        self.contact(None)
+        return True
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.channel.close(grace=None)

@@ -1,0 +1,364 @@
+"""The node's durable state in one LMDB environment, written by ONE thread with group commit.
+
+Tables: ``data`` (key → Record, the current version of each key, tombstones included), ``log``
+(origin NUL seq → Entry, every write each origin made, as received), ``meta`` (per-origin watermark,
+per-peer cursors, incarnation). A write and every watermark it moves commit in one transaction; each
+waiter is answered only after that transaction has been fsynced (``sync=True, metasync=True``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import queue
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from kvstore.clock import ZERO, Stamp
+from kvstore.proto import kvstore_pb2 as pb
+
+BUCKETS = 64
+MAX_KEY_BYTES = 511  # LMDB's compiled-in maximum key size
+_U64 = struct.Struct(">Q")
+Op = Callable[[Any, "Effects"], Any]
+
+
+class StoreFull(RuntimeError):
+    """The LMDB map is full (raise --map-size)."""
+
+
+class StoreClosed(RuntimeError):
+    """The store is not open (still recovering, or shutting down)."""
+
+
+def log_key(origin: str, seq: int) -> bytes:
+    return origin.encode() + b"\0" + _U64.pack(seq)
+
+
+def bucket_of(key: bytes) -> int:
+    return hashlib.blake2b(key, digest_size=2).digest()[0] % BUCKETS
+
+
+def row_hash(key: bytes, rec: pb.Record) -> int:
+    """Hash of a key's current state; a bucket digest is the XOR of its rows' hashes."""
+    h = hashlib.blake2b(key, digest_size=8)
+    h.update(b"\0T" if rec.tombstone else b"\0V")
+    h.update(rec.value)
+    h.update(f"{rec.version.wall_ms}.{rec.version.logical}.{rec.version.node}".encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+def newer(a: pb.Version, b: pb.Version) -> bool:
+    """True when version *a* orders after *b*."""
+    return (a.wall_ms, a.logical, a.node) > (b.wall_ms, b.logical, b.node)
+
+
+@dataclass
+class Effects:
+    """In-memory consequences of one operation, applied only after its transaction committed."""
+
+    bucket_xor: dict[int, int] = field(default_factory=dict)
+    keys_delta: int = 0
+    tombstones_delta: int = 0
+    watermarks: dict[str, int] = field(default_factory=dict)
+    max_version: Stamp = ZERO
+
+
+class Store:
+    """One LMDB environment per node; open() + recover(), then submit() operations to the writer."""
+
+    def __init__(self, path: Path, *, map_size: int, group_commit: bool = True,
+                 on_commit: Callable[[dict[str, int]], None] | None = None) -> None:
+        self.path = Path(path)
+        self.map_size = map_size
+        self.group_commit = group_commit
+        self.on_commit = on_commit
+        self.env: lmdb.Environment | None = None
+        self.watermarks: dict[str, int] = {}
+        self.cursors: dict[str, dict[str, int]] = {}
+        self.buckets = [0] * BUCKETS
+        self.keys = 0
+        self.tombstones = 0
+        self.max_version = ZERO
+        self.incarnation = 0
+        self.commits = 0
+        self.committed_ops = 0
+        self.stale_readers_cleared = 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the environment, clear reader slots of dead processes, count this incarnation."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        env = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=4, sync=True, metasync=True,
+                        subdir=True, lock=True)
+        self.stale_readers_cleared = env.reader_check()
+        self._data = env.open_db(b"data")
+        self._log = env.open_db(b"log")
+        self._meta = env.open_db(b"meta")
+        with env.begin(write=True) as txn:  # waits if another writer holds the environment
+            raw = txn.get(b"incarnation", db=self._meta)
+            self.incarnation = (_U64.unpack(raw)[0] if raw else 0) + 1
+            txn.put(b"incarnation", _U64.pack(self.incarnation), db=self._meta)
+        self.env = env
+
+    def recover(self) -> float:
+        """Rebuild the in-memory state (digest buckets, counts, watermarks, cursors, highest version)
+        by scanning the store; returns the seconds it took."""
+        assert self.env is not None
+        t0 = time.monotonic()
+        buckets = [0] * BUCKETS
+        keys = tombs = 0
+        top = ZERO
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self._data):
+                rec = pb.Record.FromString(raw)
+                buckets[bucket_of(key)] ^= row_hash(key, rec)
+                if rec.tombstone:
+                    tombs += 1
+                else:
+                    keys += 1
+                top = max(top, Stamp.from_pb(rec.version))
+            for key, raw in txn.cursor(db=self._meta):
+                if key.startswith(b"wm:"):
+                    self.watermarks[key[3:].decode()] = _U64.unpack(raw)[0]
+                elif key.startswith(b"cursor:"):
+                    peer, _, origin = key[7:].decode().partition("\0")
+                    self.cursors.setdefault(peer, {})[origin] = _U64.unpack(raw)[0]
+            # every origin's log must reach its watermark: verify the heads
+            for origin, wm in self.watermarks.items():
+                if wm and txn.get(log_key(origin, wm), db=self._log) is None:
+                    raise RuntimeError(f"log of origin {origin} is missing entry {wm}: store is corrupt")
+        self.buckets, self.keys, self.tombstones, self.max_version = buckets, keys, tombs, top
+        return time.monotonic() - t0
+
+    def start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._writer_loop, name="lmdb-writer", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Let the writer finish what is queued, then close the environment."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    # -- reads (any thread) ----------------------------------------------------------------------------
+    def get(self, key: bytes) -> pb.Record | None:
+        """The key's current record; None when absent (and, before open(), for every key)."""
+        if self.env is None:
+            return None
+        with self.env.begin() as txn:
+            raw = txn.get(key, db=self._data)
+        return pb.Record.FromString(raw) if raw is not None else None
+
+    def read_log(self, after: dict[str, int], limit: int = 512,
+                 origins: Iterable[str] | None = None) -> list[pb.Entry]:
+        """Log entries with a sequence above after[origin] (0 if absent), per origin in order."""
+        env = self._env()
+        out: list[pb.Entry] = []
+        wms = dict(self.watermarks)
+        with env.begin() as txn:
+            cur = txn.cursor(db=self._log)
+            for origin in (origins if origins is not None else sorted(wms)):
+                start = after.get(origin, 0)
+                if wms.get(origin, 0) <= start:
+                    continue
+                prefix = origin.encode() + b"\0"
+                if not cur.set_range(log_key(origin, start + 1)):
+                    continue
+                for k, raw in cur:
+                    if not k.startswith(prefix) or len(out) >= limit:
+                        break
+                    out.append(pb.Entry.FromString(raw))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def bucket_rows(self, bucket: int) -> list[pb.Entry]:
+        env = self._env()
+        rows = []
+        with env.begin() as txn:
+            for key, raw in txn.cursor(db=self._data):
+                if bucket_of(key) == bucket:
+                    rec = pb.Record.FromString(raw)
+                    rows.append(pb.Entry(origin=rec.origin, seq=rec.seq, key=key, value=rec.value,
+                                         tombstone=rec.tombstone, version=rec.version))
+        return rows
+
+    def digest(self) -> str:
+        h = hashlib.blake2b(digest_size=8)
+        for b in self.buckets:
+            h.update(_U64.pack(b))
+        return h.hexdigest()
+
+    def bucket_digests(self) -> list[str]:
+        return [f"{b:016x}" for b in self.buckets]
+
+    def _env(self) -> lmdb.Environment:
+        if self.env is None:
+            raise StoreClosed("store is not open")
+        return self.env
+
+    # -- writes (queued to the writer thread) ----------------------------------------------------------
+    def submit(self, op: Callable[[Any, Effects], Any]) -> concurrent.futures.Future[Any]:
+        """Queue *op(txn, effects)*; the future resolves after the transaction holding it is durable."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._writer is None:
+            fut.set_exception(StoreClosed("store is not open for writing"))
+        else:
+            self._queue.put((op, fut))
+        return fut
+
+    def local_write(self, origin: str, key: bytes, value: bytes, tombstone: bool,
+                    version: pb.Version) -> Callable[[Any, Effects], pb.Entry]:
+        """Operation: append the origin's next log entry and apply it (one transaction)."""
+        def op(txn: Any, fx: Effects) -> pb.Entry:
+            seq = self._wm(txn, origin) + 1
+            entry = pb.Entry(origin=origin, seq=seq, key=key, value=value, tombstone=tombstone,
+                             version=version)
+            self._append(txn, fx, entry)
+            return entry
+        return op
+
+    def apply_entries(self, entries: list[pb.Entry], *,
+                      contiguous: bool = True) -> Callable[[Any, Effects], dict[str, int]]:
+        """Operation: append and apply replicated entries; with *contiguous*, an entry that would leave a
+        gap in its origin's log stops that origin (the sender restarts from our watermark)."""
+        def op(txn: Any, fx: Effects) -> dict[str, int]:
+            blocked: set[str] = set()
+            for e in entries:
+                if e.origin in blocked:
+                    continue
+                wm = self._wm(txn, e.origin)
+                if contiguous and e.seq <= wm:
+                    continue
+                if contiguous and e.seq != wm + 1:
+                    blocked.add(e.origin)
+                    continue
+                self._append(txn, fx, e)
+            return {}
+        return op
+
+    def repair_rows(self, rows: list[pb.Entry]) -> Callable[[Any, Effects], int]:
+        """Operation (anti-entropy): take each row whose version is newer than ours; returns how many."""
+        def op(txn: Any, fx: Effects) -> int:
+            return sum(self._apply_row(txn, fx, r) for r in rows)
+        return op
+
+    def save_cursor(self, peer: str, acked: dict[str, int]) -> Callable[[Any, Effects], None]:
+        """Operation: persist a peer's durably acknowledged positions."""
+        def op(txn: Any, fx: Effects) -> None:
+            for origin, seq in acked.items():
+                txn.put(f"cursor:{peer}\0{origin}".encode(), _U64.pack(seq), db=self._meta)
+        return op
+
+    def _wm(self, txn: Any, origin: str) -> int:
+        raw = txn.get(b"wm:" + origin.encode(), db=self._meta)
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def _append(self, txn: Any, fx: Effects, e: pb.Entry) -> None:
+        """Log entry, data row (last-writer-wins by version) and the origin's watermark, one txn."""
+        txn.put(log_key(e.origin, e.seq), e.SerializeToString(), db=self._log)
+        wm = max(self._wm(txn, e.origin), e.seq)
+        txn.put(b"wm:" + e.origin.encode(), _U64.pack(wm), db=self._meta)
+        fx.watermarks[e.origin] = wm
+        self._apply_row(txn, fx, e)
+
+    def _apply_row(self, txn: Any, fx: Effects, e: pb.Entry) -> bool:
+        raw = txn.get(e.key, db=self._data)
+        old = pb.Record.FromString(raw) if raw is not None else None
+        if old is not None and not newer(e.version, old.version):
+            return False
+        rec = pb.Record(value=e.value, tombstone=e.tombstone, version=e.version, origin=e.origin, seq=e.seq)
+        txn.put(e.key, rec.SerializeToString(), db=self._data)
+        b = bucket_of(e.key)
+        delta = row_hash(e.key, rec)
+        if old is not None:
+            delta ^= row_hash(e.key, old)
+            fx.keys_delta -= 0 if old.tombstone else 1
+            fx.tombstones_delta -= 1 if old.tombstone else 0
+        fx.keys_delta += 0 if rec.tombstone else 1
+        fx.tombstones_delta += 1 if rec.tombstone else 0
+        fx.bucket_xor[b] = fx.bucket_xor.get(b, 0) ^ delta
+        fx.max_version = max(fx.max_version, Stamp.from_pb(e.version))
+        return True
+
+    def _writer_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while self.group_commit and len(batch) < 1024:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Op, concurrent.futures.Future[Any]]]) -> None:
+        env = self.env
+        if env is None:
+            for _, fut in batch:
+                fut.set_exception(StoreClosed("store closed"))
+            return
+        outcomes: list[tuple[concurrent.futures.Future[Any], Any, Effects | None, BaseException | None]] = []
+        try:
+            with env.begin(write=True) as txn:
+                for op, fut in batch:
+                    fx = Effects()
+                    try:
+                        outcomes.append((fut, op(txn, fx), fx, None))
+                    except lmdb.MapFullError:
+                        raise
+                    except Exception as exc:  # an operation's own error fails only that operation
+                        outcomes.append((fut, None, None, exc))
+        except lmdb.MapFullError:
+            if len(batch) > 1:  # retry one by one so only the writes that do not fit fail
+                for item in batch:
+                    self._commit([item])
+            else:
+                batch[0][1].set_exception(StoreFull(
+                    f"storage map is full (map size {self.map_size} bytes); raise --map-size"))
+            return
+        except Exception as exc:
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        self.commits += 1
+        self.committed_ops += len(batch)
+        moved: dict[str, int] = {}
+        for fut, result, fx, exc in outcomes:
+            if fx is not None:
+                for b, x in fx.bucket_xor.items():
+                    self.buckets[b] ^= x
+                self.keys += fx.keys_delta
+                self.tombstones += fx.tombstones_delta
+                self.max_version = max(self.max_version, fx.max_version)
+                for origin, wm in fx.watermarks.items():
+                    if wm > self.watermarks.get(origin, 0):
+                        self.watermarks[origin] = wm
+                        moved[origin] = wm
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        if moved and self.on_commit is not None:
+            self.on_commit(moved)
