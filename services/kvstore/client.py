@@ -91,7 +91,7 @@ def plain(msg: Message) -> dict[str, Any]:
         val = getattr(msg, f.name)
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             out[f.name] = {k: plain(v) if isinstance(v, Message) else v for k, v in val.items()}
-        elif f.label == f.LABEL_REPEATED:
+        elif f.is_repeated:
             out[f.name] = [plain(v) if isinstance(v, Message) else v for v in val]
         elif f.message_type is not None:
             out[f.name] = plain(val)

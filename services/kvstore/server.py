@@ -228,12 +228,13 @@ class Node:
             try:
                 reply = await peer.stub.Pull(
                     pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks), limit=512),
-                    timeout=min(1.5 if first else CALL_TIMEOUT_S, remaining), wait_for_ready=first)
+                    timeout=min(3.0 if first else CALL_TIMEOUT_S, remaining), wait_for_ready=first)
             except grpc.aio.AioRpcError as exc:
                 peer.failed(exc)
                 if first:
                     return f"unreachable ({exc.code().name})"
                 continue
+            peer.contact(None)
             if first:
                 target = dict(reply.watermarks)
             if reply.entries:
