@@ -6,7 +6,9 @@ types) becomes the spec's error object; nothing in here raises anything but ``Rp
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,9 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
 
-_NO_ID = object()  # a notification: no "id" member at all
+MAX_DEPTH = 128
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class RpcError(Exception):
@@ -50,11 +54,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _too_deep(data: bytes) -> bool:
+    """Nesting deeper than MAX_DEPTH? (Checked before parsing: deep JSON can exhaust a thread's C stack.)"""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    steps = (1 if b in b"[{" else -1 for b in brackets)
+    return max(itertools.accumulate(steps), default=0) > MAX_DEPTH
+
+
 def decode(body: bytes | str) -> Any:
     """Parse a request body, mapping every kind of malformed text to -32700."""
     try:
-        text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
-        return json.loads(text, parse_constant=_reject_constant)
+        if isinstance(body, str):
+            body = body.encode("utf-8", "surrogatepass")
+        if _too_deep(body):
+            raise RpcError(PARSE_ERROR, f"parse error: JSON nested deeper than {MAX_DEPTH}")
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise RpcError(PARSE_ERROR, "parse error: body is not valid UTF-8") from None
     except RecursionError:

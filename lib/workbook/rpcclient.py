@@ -1,0 +1,496 @@
+"""JSON-RPC clients for notebooks and tests that record every frame, over WebSocket and HTTP.
+
+Two WebSocket client kinds model the two client populations of the 2026-01-23 proxy incident:
+
+- ``"geth"`` — pairs a response with the pending request of the same id (as go-ethereum's client
+  does); a response whose id is not pending is silently dropped, and so is a notification under a
+  subscription id it does not hold. After an unmapped upstream move its subscriptions go silent.
+- ``"strict"`` — pairs responses with requests *in the order the requests were sent* (a FIFO of
+  waiters, as simple clients over an ordered stream do) and checks each pairing. A response whose id
+  is not the one expected is a protocol error: the answer is discarded as corrupt and that waiter's
+  answer is lost (its caller times out). An answer that arrives when nobody waits is kept for the
+  next request, which it will not match. So one unsolicited response desynchronises the connection
+  for good: every later request on it times out (or, when its id collides, gets the stray answer),
+  while a fresh connection works — the incident's three-hour symptom.
+
+Every frame sent or received is appended to ``client.history`` with monotonic and wall timestamps,
+direction, parsed JSON and a classification judged by ids alone (the truth, whatever the client kind
+made of it): ``response-to-pending``, ``unsolicited-response``, ``notification-known-sub``,
+``notification-unknown-sub`` or ``other``; sent frames are ``request``, ``batch`` or ``notification``.
+Waits are on futures with deadlines; ``close()`` closes everything the client opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+ClientKind = Literal["strict", "geth"]
+RESPONSE_TO_PENDING = "response-to-pending"
+UNSOLICITED_RESPONSE = "unsolicited-response"
+NOTIFICATION_KNOWN_SUB = "notification-known-sub"
+NOTIFICATION_UNKNOWN_SUB = "notification-unknown-sub"
+OTHER = "other"
+
+
+class RpcClientError(Exception):
+    """Base of the errors raised by these clients."""
+
+
+class RpcResponseError(RpcClientError):
+    """The server answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None, *, method: str = "",
+                 id: Any = None) -> None:
+        super().__init__(f"{method} (id {id!r}): error {code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class RequestTimeout(RpcClientError, TimeoutError):
+    """No answer to a request within its deadline."""
+
+
+class ConnectionLost(RpcClientError):
+    """The connection closed while a request waited for its answer."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame (or event) of a client's history."""
+
+    seq: int
+    mono: float
+    wall: float
+    client: str
+    direction: str  # "sent" | "received" | "event"
+    kind: str  # the classification
+    message: Any  # parsed JSON (None if the frame was not JSON)
+    raw: str | None = None  # the text, kept only when it did not parse
+    note: str | None = None  # what the client did about it (strict pairing errors, close codes)
+
+    @property
+    def id(self) -> Any:
+        return self.message.get("id") if isinstance(self.message, dict) else None
+
+    @property
+    def method(self) -> str | None:
+        return self.message.get("method") if isinstance(self.message, dict) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Waiter:
+    id: Any
+    method: str
+    future: asyncio.Future[dict[str, Any]]
+    sent_mono: float = field(default_factory=time.monotonic)
+
+
+class _Recorder:
+    """The history list and the bookkeeping that classifies received frames by id."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.history: list[Frame] = []
+        self._seq = itertools.count()
+
+    def add(self, direction: str, kind: str, message: Any, raw: str | None = None,
+            note: str | None = None) -> Frame:
+        frame = Frame(next(self._seq), time.monotonic(), time.time(), self.name, direction, kind, message,
+                      raw, note)
+        self.history.append(frame)
+        return frame
+
+
+def _result_of(response: dict[str, Any], method: str) -> Any:
+    if "error" in response:
+        err = response["error"] if isinstance(response["error"], dict) else {}
+        raise RpcResponseError(err.get("code", 0), err.get("message", str(response["error"])),
+                               err.get("data"), method=method, id=response.get("id"))
+    return response.get("result")
+
+
+def _is_response(message: Any) -> bool:
+    return isinstance(message, dict) and "id" in message and ("result" in message or "error" in message)
+
+
+def _is_notification(message: Any) -> bool:
+    return (isinstance(message, dict) and message.get("method") == "eth_subscription"
+            and isinstance(message.get("params"), dict))
+
+
+class WsClient:
+    """A JSON-RPC WebSocket client of kind ``"strict"`` or ``"geth"`` (see the module docstring)."""
+
+    def __init__(self, conn: ClientConnection, url: str, kind: ClientKind, name: str, binary: bool) -> None:
+        self.url = url
+        self.kind = kind
+        self.name = name
+        self.binary = binary
+        self._conn = conn
+        self._rec = _Recorder(name)
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, deque[_Waiter]] = {}  # geth: by id (a deque: ids may be reused)
+        self._fifo: deque[_Waiter] = deque()  # strict: in send order
+        self._stray: deque[dict[str, Any]] = deque()  # strict: answers nobody waited for
+        self._outstanding: dict[Any, int] = {}  # truth for classification: id -> unanswered count
+        self._subs: dict[str, list[Any]] = {}
+        self._sub_events: dict[str, asyncio.Event] = {}
+        self._changed = asyncio.Event()
+        self.protocol_errors: list[str] = []
+        self.desynchronised = False
+        self.close_code: int | None = None
+        self._reader = asyncio.create_task(self._read_loop(), name=f"{name}-reader")
+
+    @classmethod
+    async def connect(cls, url: str, kind: ClientKind = "strict", name: str | None = None, *,
+                      open_timeout: float = 10.0, max_size: int | None = 16 * 1024 * 1024,
+                      binary: bool = False) -> WsClient:
+        """Open a WebSocket to *url*; *binary* sends requests as binary frames (as web3.py does)."""
+        if kind not in ("strict", "geth"):
+            raise ValueError(f"kind must be 'strict' or 'geth', got {kind!r}")
+        conn = await websockets.connect(url, open_timeout=open_timeout, max_size=max_size,
+                                        ping_interval=None, compression=None)
+        return cls(conn, url, kind, name or f"{kind}-client", binary)
+
+    # -- state --------------------------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[Frame]:
+        return self._rec.history
+
+    @property
+    def closed(self) -> bool:
+        return self._reader.done()
+
+    def notifications(self, sub_id: str) -> list[Any]:
+        """The results received so far under subscription *sub_id* (a live list)."""
+        return self._subs.setdefault(sub_id, [])
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self._subs)
+
+    async def wait_notifications(self, sub_id: str, count: int, timeout: float = 10.0) -> list[Any]:  # noqa: ASYNC109
+        """Wait until *sub_id* has at least *count* notifications; RequestTimeout after *timeout*."""
+        deadline = time.monotonic() + timeout
+        while len(self.notifications(sub_id)) < count:
+            if self.closed:
+                raise ConnectionLost(f"{self.name}: connection closed ({self.close_code})")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout(f"{self.name}: {len(self.notifications(sub_id))} of {count} "
+                                     f"notifications on {sub_id} within {timeout:g} s")
+            event = self._sub_events.setdefault(sub_id, asyncio.Event())
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, 0.5))
+        return self.notifications(sub_id)
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is true, re-checked on every received frame; deadline *timeout*."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout(f"{self.name}: {what} not reached within {timeout:g} s")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def send_raw(self, payload: Any, *, binary: bool | None = None) -> None:
+        """Send *payload* as is (a str/bytes frame, or JSON-encoded otherwise), recorded, no waiting."""
+        if isinstance(payload, str | bytes):
+            text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
+            try:
+                message: Any = json.loads(text)
+            except ValueError:
+                message = None
+            data: str | bytes = payload
+        else:
+            message = payload
+            text = json.dumps(payload, separators=(",", ":"))
+            data = text.encode() if (self.binary if binary is None else binary) else text
+        kind = "batch" if isinstance(message, list) else (
+            "request" if isinstance(message, dict) and "id" in message else "notification")
+        self._rec.add("sent", kind, message, raw=None if message is not None else text[:2000])
+        await self._conn.send(data)
+
+    async def request(self, method: str, params: Sequence[Any] | dict[str, Any] | None = None,
+                      id: Any = None, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """Send a request and wait for its answer (its result; RpcResponseError for an error object).
+
+        *id* defaults to the next integer; give one to reuse ids on purpose.
+        """
+        req_id = next(self._ids) if id is None else id
+        message = {"jsonrpc": "2.0", "id": req_id, "method": method,
+                   "params": list(params) if isinstance(params, list | tuple) else (params or [])}
+        waiter = _Waiter(req_id, method, asyncio.get_running_loop().create_future())
+        self._outstanding[req_id] = self._outstanding.get(req_id, 0) + 1
+        if self.kind == "geth":
+            self._pending.setdefault(req_id, deque()).append(waiter)
+        else:
+            self._fifo.append(waiter)
+        try:
+            await self.send_raw(message)
+            if self.kind == "strict" and self._stray:
+                self._pair_strict(self._stray.popleft())
+            response = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"{self.name}: no answer to {method} (id {req_id!r}) within {timeout:g} s"
+                                 + (" [client desynchronised]" if self.desynchronised else "")) from None
+        finally:
+            self._forget(waiter)
+        return _result_of(response, method)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        if not waiter.future.done():
+            waiter.future.cancel()
+        queue = self._pending.get(waiter.id)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(waiter)
+            if not queue:
+                del self._pending[waiter.id]
+        # a strict client keeps a timed-out waiter's slot: in-order pairing still counts it
+
+    async def subscribe(self, kind: str, *params: Any, timeout: float = 10.0) -> str:  # noqa: ASYNC109
+        """``eth_subscribe`` and start collecting its notifications; returns the subscription id."""
+        sub_id = await self.request("eth_subscribe", [kind, *params], timeout=timeout)
+        if not isinstance(sub_id, str):
+            raise RpcClientError(f"{self.name}: eth_subscribe answered {sub_id!r}, not a subscription id")
+        self._subs.setdefault(sub_id, [])
+        return sub_id
+
+    async def unsubscribe(self, sub_id: str, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        result = await self.request("eth_unsubscribe", [sub_id], timeout=timeout)
+        self._subs.pop(sub_id, None)
+        return result
+
+    # -- receiving ----------------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            async for data in self._conn:
+                text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+                self._on_frame(text)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self._conn.close_code
+            self._rec.add("event", OTHER, None, note=f"closed code={self._conn.close_code} "
+                                                     f"reason={self._conn.close_reason!r}")
+            for waiter in [*self._fifo, *(w for q in self._pending.values() for w in q)]:
+                if not waiter.future.done():
+                    waiter.future.set_exception(ConnectionLost(
+                        f"{self.name}: connection closed ({self._conn.close_code}) before the answer to "
+                        f"{waiter.method} (id {waiter.id!r})"))
+            self._changed.set()
+            for event in self._sub_events.values():
+                event.set()
+
+    def _classify_response(self, message: dict[str, Any]) -> str:
+        count = self._outstanding.get(message["id"], 0)
+        if count <= 0:
+            return UNSOLICITED_RESPONSE
+        if count == 1:
+            del self._outstanding[message["id"]]
+        else:
+            self._outstanding[message["id"]] = count - 1
+        return RESPONSE_TO_PENDING
+
+    def _on_frame(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self._rec.add("received", OTHER, None, raw=text[:2000], note="not JSON")
+            return
+        items = message if isinstance(message, list) else [message]
+        kinds = []
+        notes = []
+        for item in items:
+            kind, note = self._on_message(item)
+            kinds.append(kind)
+            if note:
+                notes.append(note)
+        kind = kinds[0] if len(set(kinds)) == 1 else OTHER
+        self._rec.add("received", kind, message, note="; ".join(notes) or None)
+        self._changed.set()
+
+    def _on_message(self, message: Any) -> tuple[str, str | None]:
+        if _is_notification(message):
+            sub_id = message["params"].get("subscription")
+            if isinstance(sub_id, str) and sub_id in self._subs:
+                self._subs[sub_id].append(message["params"].get("result"))
+                event = self._sub_events.get(sub_id)
+                if event is not None:
+                    event.set()
+                return NOTIFICATION_KNOWN_SUB, None
+            if self.kind == "strict":
+                self.protocol_errors.append(f"notification under unknown subscription {sub_id!r}")
+            return NOTIFICATION_UNKNOWN_SUB, "dropped: unknown subscription"
+        if not _is_response(message):
+            return OTHER, None
+        kind = self._classify_response(message)
+        if self.kind == "geth":
+            queue = self._pending.get(message["id"])
+            if not queue:
+                return kind, "dropped: no pending request with this id"
+            waiter = queue.popleft()
+            if not queue:
+                del self._pending[message["id"]]
+            if not waiter.future.done():
+                waiter.future.set_result(message)
+            return kind, None
+        if not self._fifo:
+            self._stray.append(message)
+            self.protocol_errors.append(f"response id {message['id']!r} arrived with no request waiting")
+            return kind, "kept: no request waiting; the next request will be paired with it"
+        return kind, self._pair_strict(message)
+
+    def _pair_strict(self, message: dict[str, Any]) -> str | None:
+        """In-order pairing: *message* answers the oldest waiter, or is a protocol error."""
+        if not self._fifo:
+            self._stray.appendleft(message)
+            return None
+        waiter = self._fifo.popleft()
+        if message["id"] == waiter.id:
+            if not waiter.future.done():
+                waiter.future.set_result(message)
+            return None
+        self.desynchronised = True
+        error = (f"response id {message['id']!r} paired with request {waiter.method} id {waiter.id!r}: "
+                 "id mismatch, answer discarded")
+        self.protocol_errors.append(error)
+        return error
+
+    # -- closing ------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection and wait for the reader to finish."""
+        await self._conn.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> WsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class HttpClient:
+    """JSON-RPC over HTTP with a pooled aiohttp session; records every body sent and received."""
+
+    def __init__(self, url: str, *, name: str = "http-client", limit: int = 100,
+                 timeout: float = 10.0) -> None:
+        self.url = url
+        self.name = name
+        self.timeout = timeout
+        self._rec = _Recorder(name)
+        self._ids = itertools.count(1)
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily: aiohttp wants a running event loop
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._limit),
+                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    @property
+    def history(self) -> list[Frame]:
+        return self._rec.history
+
+    async def post(self, payload: Any, timeout: float | None = None) -> tuple[int, Any]:  # noqa: ASYNC109
+        """POST *payload* (str/bytes as is, else JSON); returns (HTTP status, parsed body or None)."""
+        if isinstance(payload, str | bytes):
+            data = payload.encode() if isinstance(payload, str) else payload
+            try:
+                message: Any = json.loads(data)
+            except ValueError:
+                message = None
+        else:
+            message = payload
+            data = json.dumps(payload, separators=(",", ":")).encode()
+        kind = "batch" if isinstance(message, list) else "request"
+        self._rec.add("sent", kind, message, raw=None if message is not None else data[:2000].decode(
+            "utf-8", "replace"))
+        per_call = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
+        try:
+            async with self._open().post(self.url, data=data, timeout=per_call,
+                                          headers={"Content-Type": "application/json"}) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise RequestTimeout(f"{self.name}: no answer from {self.url} within "
+                                 f"{timeout if timeout is not None else self.timeout:g} s") from None
+        try:
+            answer = json.loads(body) if body else None
+        except ValueError:
+            answer = None
+        self._rec.add("received", OTHER if answer is None else (
+            RESPONSE_TO_PENDING if status == 200 else OTHER), answer,
+            raw=None if answer is not None or not body else body[:2000].decode("utf-8", "replace"),
+            note=None if status == 200 else f"HTTP {status}")
+        return status, answer
+
+    async def request(self, method: str, params: Sequence[Any] | dict[str, Any] | None = None,
+                      id: Any = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """One call; returns its result, raises RpcResponseError for an error object."""
+        req_id = next(self._ids) if id is None else id
+        status, answer = await self.post({"jsonrpc": "2.0", "id": req_id, "method": method,
+                                          "params": list(params) if isinstance(params, list | tuple)
+                                          else (params or [])}, timeout)
+        if not isinstance(answer, dict):
+            raise RpcClientError(f"{self.name}: {method}: HTTP {status} with a non-JSON-RPC body")
+        if answer.get("id") != req_id:
+            raise RpcClientError(f"{self.name}: {method}: answer has id {answer.get('id')!r}, not {req_id!r}")
+        return _result_of(answer, method)
+
+    async def batch(self, calls: Iterable[tuple[str, Sequence[Any] | None]],
+                    timeout: float | None = None) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        """One batch; returns the response objects matched by id, in the order of *calls*."""
+        requests = [{"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params or [])}
+                    for method, params in calls]
+        status, answer = await self.post(requests, timeout)
+        if not isinstance(answer, list):
+            raise RpcClientError(f"{self.name}: batch: HTTP {status}, answer is not a list: {answer!r}"[:300])
+        by_id = {item.get("id"): item for item in answer if isinstance(item, dict)}
+        missing = [r["id"] for r in requests if r["id"] not in by_id]
+        if missing:
+            raise RpcClientError(f"{self.name}: batch: no answer for ids {missing}")
+        return [by_id[r["id"]] for r in requests]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def history_records(*clients: WsClient | HttpClient) -> list[dict[str, Any]]:
+    """All clients' histories as dicts sorted by monotonic time (``pandas.DataFrame(...)``-ready)."""
+    frames = [f.as_dict() for c in clients for f in c.history]
+    return sorted(frames, key=lambda f: f["mono"])
