@@ -19,8 +19,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from kvstore.client import AsyncKVClient, KVClient, KVError
+from kvstore.client import AsyncKVClient, KeyNotFound, KVClient, KVError
 
+from workbook.history import Event, History
 from workbook.links import Link
 from workbook.topology import Run, Service
 
@@ -258,3 +259,54 @@ class KVCluster:
         for c in self._aclients:
             await c.close()
         self._aclients.clear()
+
+
+# -- workloads ---------------------------------------------------------------------------------------------
+async def write_unique(cluster: KVCluster, history: History, *, nodes: Sequence[str], prefix: str = "k",
+                       count: int | None = None, concurrency: int = 4, stop: asyncio.Event | None = None,
+                       on_ok: Any = None, call_timeout: float = 2.0) -> None:
+    """Write unique keys (``prefix-worker-i``) as fast as the cluster acknowledges them, round-robin over
+    *nodes*, recording each operation in *history*; ends after *count* writes or when *stop* is set.
+    ``on_ok(event)`` runs right after each acknowledgement, before the next request (to time a fault)."""
+    issued = 0
+    clients = {n: AsyncKVClient(cluster.address(n), timeout=call_timeout) for n in nodes}
+
+    async def worker(w: int) -> None:
+        nonlocal issued
+        i = 0
+        while (stop is None or not stop.is_set()) and (count is None or issued < count):
+            issued += 1
+            node = nodes[(w + i) % len(nodes)]
+            key = f"{prefix}-{w}-{i}"
+            i += 1
+            ev = await history.record(f"w{w}", node, "write", key, key,
+                                      lambda c=clients[node], k=key: c.put(k, k))
+            if ev.type == "ok" and on_ok is not None:
+                on_ok(ev)
+            elif ev.type != "ok":
+                await asyncio.sleep(0.01)  # pace retries against a node that is down
+
+    try:
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        for c in clients.values():
+            await c.close()
+
+
+async def read_all(cluster: KVCluster, node: str, keys: Iterable[str], *, concurrency: int = 16,
+                   call_timeout: float = 5.0) -> dict[str, str | None]:
+    """Read every key from *node*: key → value (None when not found)."""
+    out: dict[str, str | None] = {}
+    todo = list(keys)
+    async with AsyncKVClient(cluster.address(node), timeout=call_timeout) as c:
+        async def reader(part: list[str]) -> None:
+            for k in part:
+                try:
+                    out[k] = (await c.get(k)).text
+                except KeyNotFound:
+                    out[k] = None
+        await asyncio.gather(*(reader(todo[i::concurrency]) for i in range(concurrency)))
+    return out
+
+
+__all__ = ["Event", "KVCluster", "kv_health", "read_all", "write_unique"]

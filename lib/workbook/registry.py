@@ -162,14 +162,14 @@ class ReapReport:
     removed_dir: bool
 
 
-def reap(*, everything: bool = False, run_dir: Path | None = None) -> list[ReapReport]:
-    """Reap registered runs whose owner is dead (all of them with *everything*; only *run_dir* if given)."""
+def reap(*, everything: bool = False, under: Path | None = None) -> list[ReapReport]:
+    """Reap registered runs whose owner is dead (all of them with *everything*; only those under *under*)."""
     reports = []
     for entry in sorted(registry_dir().glob("*.json")):
         rec = RunRecord.load(entry)
         if rec is None:
             continue
-        if run_dir is not None and Path(rec.run_dir).resolve() != Path(run_dir).resolve():
+        if under is not None and not Path(rec.run_dir).resolve().is_relative_to(Path(under).resolve()):
             continue
         if not everything and rec.owner.alive():
             continue
@@ -183,3 +183,37 @@ def reap(*, everything: bool = False, run_dir: Path | None = None) -> list[ReapR
         rec.delete()
         reports.append(ReapReport(rec.run_id, str(rec.run_dir), killed, removed))
     return reports
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of *pid* (children first-level first), from one scan of /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        nxt = [c for p in frontier for c in children.get(p, [])]
+        out.extend(nxt)
+        frontier = nxt
+    return out
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL *pid* and all its descendants (a snapshot taken first, so reparenting cannot hide any)."""
+    victims = [pid, *descendants(pid)]
+    identities = [(v, proc_start_time(v)) for v in victims]
+    for victim, start in identities:
+        if start is not None and proc_start_time(victim) == start:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return victims
