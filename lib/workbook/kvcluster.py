@@ -225,6 +225,18 @@ class KVCluster:
                 raise TimeoutError(f"nodes did not connect within {timeout:g} s: {table}")
             await asyncio.sleep(_POLL_S)
 
+    async def wait_peers(self, name: str, reachable: int, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        """Wait until *name* counts exactly *reachable* reachable peers (e.g. 0 after a cut)."""
+        t0 = time.monotonic()
+        while True:
+            row = next(r for r in await self.astatus() if r["name"] == name)
+            if row.get("peers_reachable") == reachable:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{name} reaches {row.get('peers_reachable')} peers, not {reachable}, "
+                                   f"after {timeout:g} s")
+            await asyncio.sleep(_POLL_S)
+
     def logs(self) -> list[dict[str, Any]]:
         """Every node's JSON-lines log records, merged by time."""
         records = [r for name in self.names for r in self.run[name].logs()]

@@ -68,10 +68,12 @@ class Peer:
             self._persist_cursor()
 
     def failed(self, exc: grpc.aio.AioRpcError) -> None:
+        """A failed exchange makes the peer unreachable until the next success."""
         err = f"{exc.code().name}: {exc.details()}"
-        if err != self.last_error:
+        if err != self.last_error or self.last_contact is not None:
             self.log_event("peer.error", peer=self.name, error=err)
         self.last_error = err
+        self.last_contact = None
 
     def _persist_cursor(self) -> None:
         if self._saving or self.store.env is None:
