@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
+from elnode.chain import Chain, ChainSpec
 from workbook.topology import Run, Service, http_health
 
 GENESIS = 1_700_000_000
@@ -35,3 +38,18 @@ def start_node(run: Run) -> Callable[..., Service]:
 def node(start_node: Callable[..., Service]) -> Service:
     """One node of the test chain with fault injection enabled."""
     return start_node()
+
+
+async def until(predicate: Callable[[], bool], *, timeout: float = 10.0,  # noqa: ASYNC109
+                what: str = "condition") -> None:
+    """Poll *predicate* every few ms until it holds; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout:g} s")
+        await asyncio.sleep(0.01)
+
+
+def clock_head(block_time: float = BLOCK_TIME) -> int:
+    """The head the test chain's clock says now (what an unfaulted node reports)."""
+    return Chain(ChainSpec(CHAIN_ID, SEED, GENESIS, block_time)).clock_head(time.time())
