@@ -1,0 +1,205 @@
+"""The RPC proxy topology of the ``rpc-*`` notebooks: two elnodes of one chain and the rpcproxy in front.
+
+``el1`` is the primary, ``el2`` the backup, both started with ``--enable-fault-injection``; the proxy
+reaches each through a fault link of the run (``between=("proxy", "el1")``), so a notebook can cut,
+delay or blackhole one upstream while every process keeps running. In English::
+
+    stack = await EthStack.start(run, defects=["replay-leak"], settings={"health_interval": 0.2})
+    stack.kill("el1"); await stack.restart("el1"); await stack.admin("el2").set(lag_blocks=3)
+    await stack.status(); await stack.metrics(); stack.logs()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from elnode.admin import AdminClient
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from workbook.links import Link
+from workbook.topology import Run, Service, http_health
+
+NODES = {"el1": "primary", "el2": "backup"}
+PROXY = "proxy"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML settings must be finite numbers, got {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} ({type(value).__name__}) to the proxy's TOML config")
+
+
+def proxy_config_toml(settings: Mapping[str, Any]) -> str:
+    """The proxy's TOML config for *settings*, each key checked against rpcproxy's documented options."""
+    from rpcproxy.config import OPTIONS  # the proxy's own table of keys: one source of truth
+
+    unknown = sorted(set(settings) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown proxy settings {unknown}; known: {sorted(OPTIONS)}")
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items())
+
+
+def samples(families: Mapping[str, Metric], name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called *name* whose labels include *labels*."""
+    found = []
+    for family in families.values():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found.append((dict(sample.labels), sample.value))
+    return found
+
+
+@dataclass
+class EthStack:
+    """A started stack; the run owns the processes and links and stops them when it closes."""
+
+    run: Run
+    nodes: dict[str, Service]
+    links: dict[str, Link] = field(default_factory=dict)
+    proxy: Service | None = None
+    defects: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    chain: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, run: Run, *, defects: Iterable[str] = (), settings: Mapping[str, Any] | None = None,
+                    block_time: float = 0.5, chain_id: int = 1337, seed: int = 1,
+                    genesis_time: float | None = None, with_proxy: bool = True,
+                    node_args: Sequence[str] = (), ready_timeout: float = 15.0) -> EthStack:
+        """Start el1 and el2 (one chain), the links and, with *with_proxy*, the proxy configured by
+        *settings* (rpcproxy's TOML keys) with *defects* (``--defect NAME`` each)."""
+        genesis = math.floor(time.time()) - 1000 if genesis_time is None else genesis_time
+        chain = {"chain_id": chain_id, "seed": seed, "genesis_time": genesis, "block_time": block_time}
+        stack = cls(run, {}, defects=tuple(defects), settings=dict(settings or {}), chain=chain)
+        starts = [run.astart(name, stack._node_argv(name, node_args), health=http_health("/health"),
+                             ready_timeout=ready_timeout) for name in NODES]
+        for name, svc in zip(NODES, await asyncio.gather(*starts), strict=True):
+            stack.nodes[name] = svc
+            stack.links[name] = run.links.add(f"{PROXY}->{name}", target=stack._address_of(name),
+                                              between=(PROXY, name))
+        if with_proxy:
+            await stack.start_proxy(ready_timeout=ready_timeout)
+        return stack
+
+    def _node_argv(self, name: str, extra: Sequence[str]) -> list[str]:
+        c = self.chain
+        return ["elnode", "--listen", "127.0.0.1:0", "--name", name, "--chain-id", str(c["chain_id"]),
+                "--block-time", str(c["block_time"]), "--seed", str(c["seed"]),
+                "--genesis-time", str(c["genesis_time"]), "--enable-fault-injection", *extra]
+
+    def _address_of(self, name: str) -> Any:
+        return lambda: self.nodes[name].address  # resolved per connection: follows a restart
+
+    async def start_proxy(self, ready_timeout: float = 15.0) -> Service:
+        """Write the TOML config and start the proxy through the links (also after ``kill("proxy")``)."""
+        config = self.run.path("rpcproxy.toml")
+        config.write_text(proxy_config_toml(self.settings))
+        argv = ["rpcproxy", "--listen", "127.0.0.1:0", "--name", PROXY, "--config", str(config)]
+        for name, role in NODES.items():
+            argv += [f"--{role}", f"{name}=http://{self.links[name].address}/"]
+        for defect in self.defects:
+            argv += ["--defect", defect]
+        self.proxy = await self.run.astart(PROXY, argv, health=http_health("/health"),
+                                           ready_timeout=ready_timeout)
+        return self.proxy
+
+    # -- processes ----------------------------------------------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        if name == PROXY and self.proxy is not None:
+            return self.proxy
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise KeyError(f"no service {name!r} in the stack; it has {[*self.nodes, PROXY]}") from None
+
+    def kill(self, name: str) -> None:
+        """SIGKILL *name* ("el1", "el2" or "proxy")."""
+        self.service(name).kill()
+
+    def stop(self, name: str, grace: float = 5.0) -> None:
+        """SIGTERM *name*, SIGKILL after *grace* seconds."""
+        self.service(name).stop(grace)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP *name*: it hangs, its sockets stay open."""
+        self.service(name).pause()
+
+    def resume(self, name: str) -> None:
+        self.service(name).resume()
+
+    async def restart(self, name: str) -> Service:
+        """Start *name* again on its address (the chain continues where the clock says)."""
+        return await self.service(name).arestart()
+
+    # -- endpoints ----------------------------------------------------------------------------------------
+
+    def _proxy(self) -> Service:
+        if self.proxy is None:
+            raise RuntimeError("the stack was started without the proxy")
+        return self.proxy
+
+    @property
+    def proxy_ws_url(self) -> str:
+        return self._proxy().url("ws")
+
+    @property
+    def proxy_http_url(self) -> str:
+        return self._proxy().url("http")
+
+    def node_url(self, name: str, kind: str = "http") -> str:
+        """A node's own endpoint (``"http"`` or ``"ws"``), bypassing the proxy and the link."""
+        return self.nodes[name].url(kind)
+
+    def link(self, name: str) -> Link:
+        """The fault link between the proxy and node *name*."""
+        return self.links[name]
+
+    def admin(self, name: str) -> AdminClient:
+        """The fault knobs of node *name*."""
+        return AdminClient(self.node_url(name))
+
+    # -- observation --------------------------------------------------------------------------------------
+
+    async def _get(self, path: str, timeout: float) -> str:  # noqa: ASYNC109
+        url = self.proxy_http_url.rstrip("/") + path
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
+                session.get(url) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def status(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The proxy's ``/status`` JSON."""
+        return json.loads(await self._get("/status", timeout))
+
+    async def metrics(self, timeout: float = 5.0) -> dict[str, Metric]:  # noqa: ASYNC109
+        """The proxy's ``/metrics``, parsed: family name → prometheus_client Metric (see :func:`samples`)."""
+        text = await self._get("/metrics", timeout)
+        return {family.name: family for family in text_string_to_metric_families(text)}
+
+    def logs(self) -> Any:
+        """Every process's JSON-lines log as one pandas DataFrame sorted by ``ts``."""
+        import pandas as pd
+
+        services = [*self.nodes.values(), *([self.proxy] if self.proxy is not None else [])]
+        records = [record for svc in services for record in svc.logs()]
+        frame = pd.DataFrame.from_records(records)
+        return frame.sort_values("ts", kind="stable").reset_index(drop=True) if len(frame) else frame
