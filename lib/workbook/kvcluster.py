@@ -58,6 +58,7 @@ class KVCluster:
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.peer_links: dict[tuple[str, str], Link] = {}
+        self._addresses: dict[str, str] = {}  # a node keeps its address across restarts
         self._clients: list[KVClient] = []
         self._aclients: list[AsyncKVClient] = []
 
@@ -108,7 +109,19 @@ class KVCluster:
         return self.run[name]
 
     def address(self, name: str) -> str:
-        return self.run[name].url("grpc")
+        """The node's gRPC HOST:PORT (also while it restarts: a restart keeps the address)."""
+        svc = self.run[name]
+        if "grpc" in svc.info:
+            self._addresses[name] = svc.info["grpc"]
+        try:
+            return self._addresses[name]
+        except KeyError:
+            return svc.url("grpc")
+
+    def health(self, name: str) -> str:
+        """SERVING, NOT_SERVING or UNREACHABLE, from the standard gRPC health service."""
+        with KVClient(self.address(name)) as c:
+            return c.health()
 
     def kill(self, name: str) -> None:
         """SIGKILL (kill -9) and reap."""

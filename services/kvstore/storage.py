@@ -101,10 +101,12 @@ class Store:
         env = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=4, sync=True, metasync=True,
                         subdir=True, lock=True)
         self.stale_readers_cleared = env.reader_check()
-        self._data = env.open_db(b"data")
-        self._log = env.open_db(b"log")
-        self._meta = env.open_db(b"meta")
-        with env.begin(write=True) as txn:  # waits if another writer holds the environment
+        # Begin the write transaction first: it waits (without the GIL) while another process holds the
+        # environment's writer lock; open_db() on its own would wait holding the GIL.
+        with env.begin(write=True) as txn:
+            self._data = env.open_db(b"data", txn=txn)
+            self._log = env.open_db(b"log", txn=txn)
+            self._meta = env.open_db(b"meta", txn=txn)
             raw = txn.get(b"incarnation", db=self._meta)
             self.incarnation = (_U64.unpack(raw)[0] if raw else 0) + 1
             txn.put(b"incarnation", _U64.pack(self.incarnation), db=self._meta)

@@ -1,0 +1,271 @@
+"""Each defect switch reproduces its incident's symptom, and the same steps pass without it.
+
+Every test runs twice: ``incident`` (the switch on: the symptom must appear) and ``fixed`` (the switch
+off: the invariant must hold). The timing is created, never hoped for: a kill right after an
+acknowledgement, a held store, delayed links, a clock offset, a paused process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from workbook.checkers import last_write_check, set_check
+from workbook.history import History
+from workbook.kvcluster import kv_health, read_all, write_unique
+from workbook.topology import ServiceError
+
+from kvstore.client import KeyNotFound, KVClient, Unavailable
+from kvstore.proto import kvstore_pb2 as pb
+from kvstore.proto import kvstore_pb2_grpc as pbg
+
+MODES = ["incident", "fixed"]
+
+
+def on(mode: str, defect: str) -> list[str]:
+    return [defect] if mode == "incident" else []
+
+
+async def until(predicate, within: float, poll: float = 0.02) -> bool:
+    """Poll *predicate* until true or *within* seconds passed; returns whether it became true."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return True
+        await asyncio.sleep(poll)
+    return False
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv01_ack_before_commit_loses_acknowledged_writes(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "ack-before-commit"))
+    lost_total, acked_total, cycles = 0, 0, 0
+    for cycle in range(3):
+        history, stop = History(), asyncio.Event()
+        kill_wall: list[float] = []
+
+        def kill_after_acks(ev, history=history, stop=stop, kill_wall=kill_wall) -> None:
+            if history.counts()["ok"] >= 30 and not stop.is_set():
+                cluster.kill("kv1")  # right after an acknowledgement, before any other request
+                kill_wall.append(time.time())
+                stop.set()
+
+        await write_unique(cluster, history, nodes=["kv1"], prefix=f"c{cycle}", concurrency=8, stop=stop,
+                           on_ok=kill_after_acks)
+        await cluster.restart("kv1")
+        await cluster.wait_converged(15)
+        present = await read_all(cluster, "kv1", {r["key"] for r in history.operations()})
+        verdict = set_check(history, {k for k, v in present.items() if v is not None})
+        before_kill = [round(kill_wall[0] - t, 3) for t in verdict["lost_ack_walls"]]
+        print(f"[{mode}] cycle {cycle}: acknowledged {verdict['acknowledged']}, lost {verdict['lost_count']} "
+              f"(acknowledged this many seconds before the kill: {before_kill})")
+        lost_total += verdict["lost_count"]
+        acked_total += verdict["acknowledged"]
+        cycles += 1
+        if mode == "incident" and lost_total:
+            break
+    if mode == "incident":
+        assert lost_total > 0, f"no acknowledged write lost in {cycles} kill -9 cycles"
+    else:
+        assert lost_total == 0 and acked_total >= 90
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv02_ready_before_recovery_reads_an_unopened_store(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "ready-before-recovery"))
+    c = cluster.client("kv1")
+    data = {f"k{i}": f"v{i}" for i in range(20)}
+    for k, v in data.items():
+        c.put(k, v)
+    cluster.stop("kv1")
+    svc = cluster["kv1"]
+    wrong_after_ready: dict[str, str | None] = {}
+    with cluster.hold_store_writer("kv1"):  # the store's recovery cannot finish until we let go
+        await cluster.restart("kv1", wait=False)
+        assert await until(lambda: any(r["event"] == "store.opening" for r in svc.logs()), 15)
+        ready_while_held = await until(lambda: cluster.health("kv1") == "SERVING", 1.0)
+        if ready_while_held:
+            got = await read_all(cluster, "kv1", data)
+            wrong_after_ready = {k: v for k, v in got.items() if v != data[k]}
+        else:
+            with pytest.raises(Unavailable, match="not serving yet"):
+                c.get("k0")
+    await svc.await_ready()
+    got = await read_all(cluster, "kv1", data)
+    print(f"[{mode}] SERVING before recovery: {ready_while_held}; wrong reads right after ready: "
+          f"{len(wrong_after_ready)} of {len(data)} (e.g. {list(wrong_after_ready.items())[:2]})")
+    assert got == data  # once recovered, the data is intact in both modes
+    if mode == "incident":
+        assert ready_while_held and wrong_after_ready
+        assert set(wrong_after_ready.values()) == {None}  # NOT_FOUND from the unopened store
+    else:
+        assert not ready_while_held and not wrong_after_ready
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv03_async_replication_acked_write_missing_on_survivors(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "async-replication"))
+    for dst in ("kv2", "kv3"):  # kv1's replication traffic is slow, so the timing is ours
+        cluster.link("kv1", dst).delay(0.25)
+    t0 = time.monotonic()
+    w = cluster.client("kv1").put("k", "acked")
+    ack_s = time.monotonic() - t0
+    cluster.kill("kv1")  # right after the acknowledgement
+    await cluster.wait_converged(15, nodes=["kv2", "kv3"])
+    survivors = {}
+    for name in ("kv2", "kv3"):
+        try:
+            survivors[name] = cluster.client(name).get("k").text
+        except KeyNotFound:
+            survivors[name] = None
+    for dst in ("kv2", "kv3"):
+        cluster.link("kv1", dst).heal()
+    await cluster.restart("kv1")
+    on_restarted = cluster.client("kv1").get("k").text
+    print(f"[{mode}] ack after {ack_s:.3f} s with {w.replicas} replica(s); survivors read {survivors}; "
+          f"restarted kv1 reads {on_restarted!r}")
+    assert on_restarted == "acked"
+    if mode == "incident":
+        assert w.replicas == 1 and survivors == {"kv2": None, "kv3": None}
+    else:
+        assert w.replicas >= 2 and survivors == {"kv2": "acked", "kv3": "acked"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv04_no_catch_up_leaves_the_cut_off_node_stale(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "no-catch-up"))
+    cluster.cut("kv3")
+    await cluster.wait_peers("kv1", 1)
+    kv1 = cluster.client("kv1")
+    keys = [f"p{i}" for i in range(20)]
+    for k in keys:
+        kv1.put(k, "during")
+    assert cluster["kv3"].alive
+    cluster.heal()
+    await cluster.wait_peers("kv3", 2)
+    try:
+        seconds = await cluster.wait_converged(4.0)
+    except TimeoutError:
+        seconds = None
+    on_kv3 = await read_all(cluster, "kv3", keys)
+    digests = {r["name"]: r["digest"] for r in cluster.status()}
+    stale = sum(1 for v in on_kv3.values() if v != "during")
+    print(f"[{mode}] converged after heal: {seconds if seconds is None else round(seconds, 3)} s; "
+          f"stale keys on kv3: {stale}/{len(keys)}; digests {digests}")
+    if mode == "incident":
+        assert seconds is None and stale == len(keys) and len(set(digests.values())) == 2
+    else:
+        assert seconds is not None and stale == 0 and len(set(digests.values())) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv05_wall_clock_lww_loses_the_last_acknowledged_write(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "wall-clock-lww"))
+    cluster.set_clock_offset("kv3", -5.0)
+    history = History()
+    clients = {n: cluster.aclient(n) for n in ("kv1", "kv3")}
+    reader = cluster.aclient("kv2")
+    done = asyncio.Event()
+
+    async def write() -> None:
+        seen = None
+        for i in range(20):
+            node = ("kv1", "kv3")[i % 2]  # alternating; the last write goes through the slow clock
+            client = clients[node]
+            if seen is not None:
+                client.seen = max(client.seen, seen)
+            await history.record("writer", node, "write", "reg", f"v{i}",
+                                 lambda c=client, i=i: c.put("reg", f"v{i}"))
+            seen = client.seen
+        done.set()
+
+    async def read() -> None:
+        while not done.is_set():
+            await history.record("reader", "kv2", "read", "reg", None, lambda: reader.get("reg"))
+
+    await asyncio.gather(write(), read())
+    assert history.counts()["fail"] == history.counts()["info"] == 0
+    await cluster.wait_converged(10)
+    final = {n: (await read_all(cluster, n, ["reg"]))["reg"] for n in cluster.names}
+    verdict = last_write_check(history, "reg", final)
+    print(f"[{mode}] last acknowledged {verdict['last_acknowledged']!r}, final {final}, "
+          f"vanished {[v['value'] for v in verdict['vanished'] if v['node'] == 'kv1']}")
+    if mode == "incident":
+        assert not verdict["valid"] and verdict["vanished"]
+    else:
+        assert verdict["valid"] and verdict["last_acknowledged"] == "v19"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv06_serve_before_catch_up_gives_stale_reads(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(defects=on(mode, "serve-before-catch-up"))
+    keys = [f"k{i}" for i in range(20)]
+    kv1 = cluster.client("kv1")
+    for k in keys:
+        kv1.put(k, "old")
+    await cluster.wait_converged(10)
+    cluster.kill("kv3")
+    versions_kv1 = {k: kv1.put(k, "new").version for k in keys}
+    for link in cluster.run.links.of("kv3"):  # kv3's links are slow: catching up takes a while
+        link.delay(0.3)
+    await cluster.restart("kv3")
+    kv3 = KVClient(cluster.address("kv3"), carry_version=False)
+    stale, backwards = 0, 0
+    try:
+        for k in keys:  # read at once after SERVING
+            r = kv3.get(k)
+            stale += r.text != "new"
+            backwards += r.version < versions_kv1[k]
+    finally:
+        kv3.close()
+    print(f"[{mode}] stale reads right after ready: {stale}/{len(keys)}; versions older than already "
+          f"read from kv1 (time going backwards): {backwards}")
+    cluster.heal()
+    for link in cluster.run.links.of("kv3"):
+        link.delay(0.0)
+    await cluster.wait_converged(15)
+    if mode == "incident":
+        assert stale > 0 and backwards > 0
+    else:
+        assert stale == 0 and backwards == 0
+
+
+def _pids_answering(address: str, connections: int = 16) -> list[int]:
+    """Admin.Status over fresh connections (each its own TCP connection): who answers."""
+    pids = []
+    for i in range(connections):
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1),
+                                                     ("workbook.conn", i)]) as ch:
+            pids.append(pbg.AdminStub(ch).Status(pb.StatusRequest(), timeout=5).pid)
+    return pids
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_kv07_shared_port_lets_a_zombie_twin_serve(start_cluster, mode: str) -> None:
+    cluster = await start_cluster(1, defects=on(mode, "shared-port"))
+    first = cluster["kv1"]
+    address = cluster.address("kv1")
+    cluster.client("kv1").put("k", "v")
+    cluster.pause("kv1")  # hung, sockets open: the impatient operator starts another one
+    twin_argv = cluster.argv("kv1", listen=address)
+    twin = None
+    error = ""
+    t0 = time.monotonic()
+    try:
+        twin = await cluster.run.astart("kv1-twin", twin_argv, health=kv_health(), ready_timeout=20)
+    except ServiceError as exc:
+        error = str(exc)
+    failed_after = time.monotonic() - t0
+    cluster.resume("kv1")
+    pids = await asyncio.to_thread(_pids_answering, address)
+    print(f"[{mode}] twin started: {twin is not None}; processes answering on {address}: "
+          f"{ {p: pids.count(p) for p in set(pids)} }; error: {error[:160]!r}")
+    if mode == "incident":
+        assert twin is not None and twin.alive
+        assert set(pids) == {first.pid, twin.pid}
+    else:
+        assert twin is None and failed_after < 10
+        assert f"locked by pid {first.pid} (kv1)" in error
+        assert set(pids) == {first.pid}
