@@ -19,7 +19,9 @@ Admin fault API — served only with ``--enable-fault-injection`` (otherwise eve
   on a bad patch, which changes nothing)::
 
       {"stall": bool,                 # freeze the reported head (it falls behind the clock)
-       "lag_blocks": int,             # report clock head - N (eth_syncing then says syncing)
+       "lag_blocks": int,             # report clock head - N at once (eth_syncing then says syncing;
+                                      # newHeads never go backwards: they pause until the lagging
+                                      # head passes the last one sent)
        "delay": {"<method>"|"*": seconds},                 # hold answers; entries merge, null removes
        "fail": {"<method>"|"*": {"code": int, "message": str, "fraction": float}},
                                       # fail that share of calls, spread evenly (no randomness)
