@@ -27,6 +27,7 @@ MAX_BATCH = 1000
 MAX_CATCHUP_BLOCKS = 64  # after a stall ends, notify at most this many missed heads
 SEND_QUEUE_LIMIT = 10_000  # a WebSocket client this far behind is disconnected, as geth does
 MAX_LOGGED_ID = 80
+MAX_HELD_PER_CONNECTION = 10_000  # delayed answers in flight per WebSocket before reading pauses
 
 
 def _short(value: Any) -> Any:
@@ -47,6 +48,7 @@ class WsSession:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
         self.writer: asyncio.Task[None] | None = None
+        self.close_reason = "client closed"
 
     async def write_loop(self) -> None:
         while True:
@@ -268,18 +270,18 @@ class ElNode:
         self.metrics.ws_connections.inc()
         self.metrics.ws_accepted.inc()
         self.log.info("ws.open", conn=session.id, remote=request.remote)
-        reason = "client closed"
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    if self.node.faults.delay:  # a held answer must not hold back the others
+                    if self.node.faults.delay and len(session.tasks) < MAX_HELD_PER_CONNECTION:
+                        # a held answer must not hold back the others (beyond the cap: backpressure)
                         task = asyncio.create_task(self._answer(msg.data, session))
                         session.tasks.add(task)
                         task.add_done_callback(session.tasks.discard)
                     else:
                         await self._answer(msg.data, session)
                 elif msg.type == WSMsgType.ERROR:
-                    reason = f"error: {ws.exception()!r}"
+                    session.close_reason = f"error: {ws.exception()!r}"
                     break
         finally:
             self.sessions.pop(session.id, None)
@@ -289,7 +291,7 @@ class ElNode:
             for sub in session.subscriptions.values():
                 self.metrics.subscriptions.labels(sub.kind).dec()
             self.metrics.ws_connections.dec()
-            self.log.info("ws.close", conn=session.id, reason=reason, close_code=ws.close_code,
+            self.log.info("ws.close", conn=session.id, reason=session.close_reason, close_code=ws.close_code,
                           subscriptions=len(session.subscriptions))
         return ws
 
@@ -302,6 +304,7 @@ class ElNode:
         if session.queue.qsize() >= SEND_QUEUE_LIMIT:
             self.log.warning("ws.slow_consumer", conn=session.id, queued=session.queue.qsize())
             session.queue = asyncio.Queue()
+            session.close_reason = "slow consumer"
             asyncio.get_running_loop().create_task(session.ws.close(code=1008, message=b"too slow"))
             return
         session.queue.put_nowait(text)
@@ -395,6 +398,8 @@ class ElNode:
         if mode not in ("close", "abort"):
             return web.json_response({"error": 'body must be {} or {"mode": "close"|"abort"}'}, status=400)
         sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close_reason = f"dropped by fault injection ({mode})"
         self.metrics.faults.labels("drop_websockets").inc(len(sessions))
         self.log.info("fault.drop_websockets", mode=mode, conns=[s.id for s in sessions])
         if mode == "abort":

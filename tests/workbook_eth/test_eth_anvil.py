@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 from workbook.anvil import ANVIL_VERSION, ensure_anvil, why_no_anvil
 
 
-def test_without_npm_there_is_no_anvil_and_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
-    assert ensure_anvil(tmp_path / "tools") is None
+def test_without_npm_there_is_no_anvil_and_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryDirectory() as empty:
+        monkeypatch.setenv("PATH", empty)  # no npm on it
+        assert ensure_anvil(Path(empty) / "tools") is None
     assert "npm" in (why_no_anvil() or "")
 
 
