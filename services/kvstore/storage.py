@@ -303,7 +303,7 @@ class Store:
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch = [item] if item[1].set_running_or_notify_cancel() else []
             while self.group_commit and len(batch) < 1024:
                 try:
                     nxt = self._queue.get_nowait()
@@ -312,8 +312,12 @@ class Store:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
-            self._commit(batch)
+                # A waiter that gave up (its RPC was cancelled) before we began is dropped; once running,
+                # its future can no longer be cancelled, so resolving it below cannot fail.
+                if nxt[1].set_running_or_notify_cancel():
+                    batch.append(nxt)
+            if batch:
+                self._commit(batch)
 
     def _commit(self, batch: list[tuple[Op, concurrent.futures.Future[Any]]]) -> None:
         env = self.env
