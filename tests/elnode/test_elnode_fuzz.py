@@ -244,7 +244,7 @@ def clients(start_node: Callable[..., Service]) -> Iterator[Clients]:
         c.close()
 
 
-@settings(max_examples=1200, deadline=None, database=None, derandomize=True,
+@settings(max_examples=1000, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(body=bodies, binary=st.booleans())
