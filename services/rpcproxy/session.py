@@ -1,0 +1,677 @@
+"""A client WebSocket session: one client connection, one upstream link at a time, moved between upstreams.
+
+What the session guarantees (each defect switch marks the branch where the historical proxy did otherwise):
+- every client request goes upstream under a proxy-unique id and its answer comes back under the client's
+  id, exactly once; ids may be reused and many requests may be in flight;
+- the subscription ids the client holds never change: after a move the proxy re-subscribes under its own
+  ids, swallows those answers and maps the new upstream ids back to the client's;
+- during a move client messages wait in a bounded queue and are flushed, in order, once the new upstream
+  is subscribed; overflow is answered with errors;
+- requests in flight on a lost upstream are re-sent when read-only, answered with an error otherwise;
+- a failback is make-before-break; newHeads are de-duplicated across moves and gaps filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from servicekit import JsonLogger
+
+from rpcproxy import jsonrpc
+from rpcproxy.config import ProxyConfig
+from rpcproxy.health import HealthMonitor, NodeHealth
+from rpcproxy.jsonrpc import encode, error, method_label
+from rpcproxy.metrics import ProxyMetrics
+from rpcproxy.tables import IdAllocator, Pending, PendingTable, Subscription, SubscriptionTable
+from rpcproxy.upstream_ws import LinkError, UpstreamLink
+
+HEADER_DROP = ("transactions", "uncles", "size", "totalDifficulty", "withdrawals")
+
+
+@dataclass
+class Shared:
+    """What every session of one proxy shares."""
+
+    config: ProxyConfig
+    monitor: HealthMonitor
+    metrics: ProxyMetrics
+    log: JsonLogger
+    defects: frozenset[str]
+    policy: jsonrpc.MethodPolicy
+    ids: IdAllocator
+
+
+class Batch:
+    """Collects the answers to one client batch and sends them as one array when complete."""
+
+    def __init__(self, session: WsSession, expected: int) -> None:
+        self.session = session
+        self.expected = expected
+        self.answers: list[dict[str, Any]] = []
+
+    def add(self, answer: dict[str, Any]) -> None:
+        self.answers.append(answer)
+        if len(self.answers) == self.expected:
+            self.session.out(encode(self.answers))
+
+
+class MoveAborted(Exception):
+    """A move attempt failed (connect, handshake or re-subscribe)."""
+
+
+class WsSession:
+    """One client WebSocket, bridged to the current upstream link."""
+
+    def __init__(self, shared: Shared, client: web.WebSocketResponse, session_id: str) -> None:
+        self.s = shared
+        self.cfg = shared.config
+        self.client = client
+        self.id = session_id
+        self.link: UpstreamLink | None = None
+        self.attached: str | None = None  # upstream this session is counted under in the sessions gauge
+        self.pending = PendingTable(shared.ids)
+        self.subs = SubscriptionTable()
+        self.moving = False
+        self.move_reason: str | None = None
+        self.closed = False
+        self.queue: deque[tuple[Any, Batch | None, int, bool]] = deque()  # (obj, batch, size, is_frame)
+        self.queued_bytes = 0
+        self.queue_since: float | None = None
+        self.moves = 0
+        self._move_task: asyncio.Task[None] | None = None
+        self._links: set[UpstreamLink] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._outq: asyncio.Queue[str | None] = asyncio.Queue()
+        self._heads: asyncio.Queue[tuple[Subscription, dict[str, Any]]] = asyncio.Queue()
+        self._writer = self._spawn(self._write_loop(), "writer")
+        self._head_pump = self._spawn(self._pump_heads(), "heads")
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"session-{self.id}-{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _has(self, defect: str) -> bool:
+        return defect in self.s.defects
+
+    def out(self, text: str) -> None:
+        """Queue one frame for the client (a single writer task keeps frames in order)."""
+        if not self.closed:
+            self._outq.put_nowait(text)
+
+    async def _write_loop(self) -> None:
+        while True:
+            text = await self._outq.get()
+            if text is None:
+                return
+            try:
+                await self.client.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    def _event(self, event: str, level: str = "info", **fields: Any) -> None:
+        self.s.log.event(event, level, session=self.id, **fields)
+
+    def status(self) -> dict[str, Any]:
+        return {"id": self.id, "upstream": self.attached, "moving": self.moving, "moves": self.moves,
+                "subscriptions": len(self.subs), "in_flight": len(self.pending), "queued": len(self.queue)}
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Attach to an upstream, then relay client frames until the client goes away."""
+        self.s.metrics.ws_clients.inc()
+        try:
+            self.moving = True
+            await self._move("initial", None)
+            if self.link is None:
+                await self.client.close(code=1013, message=b"no healthy upstream")
+                return
+            async for msg in self.client:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_client_frame(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._on_client_frame(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    self._event("ws.client_error", "warning", error=str(self.client.exception()))
+                    break
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._outq.put_nowait(None)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current and task is not self._writer:
+                task.cancel()
+        if self._move_task is not None and self._move_task is not current:
+            self._move_task.cancel()
+        for link in list(self._links):
+            await link.close()
+        for task in list(self._tasks):
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._move_task is not None and self._move_task is not current:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._move_task
+        m = self.s.metrics
+        m.ws_clients.dec()
+        if self.attached is not None:
+            m.sessions.labels(self.attached).dec()
+            self.attached = None
+        m.subscriptions.dec(len(self.subs))
+        self.subs = SubscriptionTable()
+        self._event("ws.session_closed", moves=self.moves)
+
+    # -- client side ------------------------------------------------------------------------------------
+
+    async def _on_client_frame(self, data: str | bytes) -> None:
+        obj, problem = jsonrpc.decode(data)
+        if problem is not None:
+            self.out(encode(error(None, jsonrpc.PARSE_ERROR, problem)))
+            return
+        if self.moving:
+            if self._has("drop-during-reconnect"):
+                # Historical: frames arriving while the upstream was being replaced went nowhere.
+                self.s.metrics.dropped.labels("during_reconnect").inc()
+                return
+            self._enqueue(obj, len(data))
+            return
+        await self._dispatch(obj)
+
+    def _enqueue(self, obj: Any, size: int) -> None:
+        cfg = self.cfg
+        if len(self.queue) >= cfg.ws_queue_max_messages or self.queued_bytes + size > cfg.ws_queue_max_bytes:
+            self.s.metrics.overflowed.inc()
+            self._refuse(obj, jsonrpc.LIMIT_EXCEEDED, "proxy queue full while moving to another upstream")
+            return
+        if not self.queue:
+            self.queue_since = time.monotonic()
+        self.queue.append((obj, None, size, True))
+        self.queued_bytes += size
+        self.s.metrics.queued.inc()
+
+    def _refuse(self, obj: Any, code: int, message: str) -> None:
+        """Answer every request in *obj* (single or batch) with an error."""
+        items = obj if isinstance(obj, list) else [obj]
+        answers = [error(jsonrpc.id_of(i), code, message) for i in items
+                   if not (isinstance(i, dict) and "id" not in i)]
+        if not answers:
+            self.s.metrics.dropped.labels("refused_notification").inc()
+        elif isinstance(obj, list):
+            self.out(encode(answers))
+        else:
+            self.out(encode(answers[0]))
+
+    def _reply(self, batch: Batch | None, answer: dict[str, Any]) -> None:
+        if batch is not None:
+            batch.add(answer)
+        else:
+            self.out(encode(answer))
+
+    async def _dispatch(self, obj: Any) -> None:
+        if isinstance(obj, list):
+            if not obj:
+                self.out(encode(error(None, jsonrpc.INVALID_REQUEST, "invalid request: empty batch")))
+                return
+            if len(obj) > self.cfg.batch_limit:
+                self.out(encode(error(None, jsonrpc.LIMIT_EXCEEDED,
+                                      f"batch of {len(obj)} exceeds the limit of {self.cfg.batch_limit}")))
+                return
+            expected = sum(1 for i in obj if not (isinstance(i, dict) and "id" not in i
+                                                  and jsonrpc.request_problem(i) is None))
+            batch = Batch(self, expected)
+            for item in obj:
+                await self._dispatch_one(item, batch)
+        else:
+            await self._dispatch_one(obj, None)
+
+    async def _dispatch_one(self, req: Any, batch: Batch | None) -> None:
+        m = self.s.metrics
+        problem = jsonrpc.request_problem(req)
+        if problem is not None:
+            m.requests.labels("ws", "invalid", "", "invalid").inc()
+            self._reply(batch, error(jsonrpc.id_of(req), jsonrpc.INVALID_REQUEST, problem))
+            return
+        method: str = req["method"]
+        has_id = "id" in req
+        if self.s.policy.denied(method):
+            m.requests.labels("ws", method_label(method), "", "denied").inc()
+            if has_id:
+                self._reply(batch, self.s.policy.deny_error(req["id"], method))
+            return
+        link = self.link
+        if link is None:  # only while moving; callers queue instead, but stay safe
+            self._resubmit([(req, batch)])
+            return
+        if not has_id:
+            with contextlib.suppress(LinkError):
+                await link.send(encode(req))
+            return
+        if len(self.pending) >= self.cfg.ws_max_inflight:
+            m.requests.labels("ws", method_label(method), "", "limited").inc()
+            self._reply(batch, error(req["id"], jsonrpc.LIMIT_EXCEEDED,
+                                     f"more than {self.cfg.ws_max_inflight} requests in flight on this session"))
+            return
+        kind, sub, params = "call", None, req.get("params")
+        if method == "eth_subscribe":
+            if len(self.subs) + self.pending.count(("subscribe",)) >= self.cfg.ws_max_subscriptions:
+                m.requests.labels("ws", method, "", "limited").inc()
+                self._reply(batch, error(req["id"], jsonrpc.LIMIT_EXCEEDED,
+                                         f"more than {self.cfg.ws_max_subscriptions} subscriptions on this session"))
+                return
+            kind = "subscribe"
+        elif method == "eth_unsubscribe" and isinstance(params, list) and params and params[0] in self.subs:
+            sub = self.subs.subs[params[0]]
+            upstream_id = self.subs.upstream_id(link, sub.client_id)
+            if upstream_id is None:  # not subscribed on this upstream (its re-subscribe failed): local
+                self._drop_subscription(sub.client_id)
+                self._reply(batch, {"jsonrpc": "2.0", "id": req["id"], "result": True})
+                return
+            kind, params = "unsubscribe", [upstream_id, *params[1:]]
+        p = self.pending.add(client_id=req["id"], method=method, request=req, kind=kind, link=link,
+                             started=time.monotonic(), batch=batch, sub=sub)
+        outgoing = dict(req, id=p.proxy_id)
+        if kind == "unsubscribe":
+            outgoing["params"] = params
+        with contextlib.suppress(LinkError):  # the link's reader will report the close and recover p
+            await link.send(encode(outgoing))
+
+    def _resubmit(self, items: list[tuple[dict[str, Any], Batch | None]]) -> None:
+        """Requests to send again: ahead of the queue during a move, at once otherwise."""
+        if self.moving or self.link is None:
+            self.moving = True
+            for req, batch in reversed(items):
+                self.queue.appendleft((req, batch, 0, False))
+            return
+        for req, batch in items:
+            self._spawn(self._dispatch_one(req, batch), "resend")
+
+    # -- upstream side ----------------------------------------------------------------------------------
+
+    def _on_upstream(self, link: UpstreamLink, data: str | bytes) -> None:
+        try:
+            msg = json.loads(data)
+        except (ValueError, RecursionError):
+            self.s.metrics.unmatched.labels("garbage").inc()
+            return
+        if not isinstance(msg, dict):
+            self.s.metrics.unmatched.labels("other").inc()
+            return
+        if msg.get("method") == "eth_subscription":
+            self._on_notification(link, msg, data)
+        elif "id" in msg:
+            self._on_response(link, msg, data)
+        else:
+            self.s.metrics.unmatched.labels("other").inc()
+
+    def _on_response(self, link: UpstreamLink, msg: dict[str, Any], raw: str | bytes) -> None:
+        m = self.s.metrics
+        p = self.pending.pop(msg["id"])
+        if p is None:
+            waiting = link.leaked_replays.get(encode(msg["id"])) if link.leaked_replays else None
+            leaked = waiting.pop(0) if waiting else None
+            if leaked is not None:
+                # Historical (replay-leak): the replayed subscribe went out under the client's own id,
+                # so its answer is routed like any other response - straight to the client.
+                sub, future = leaked
+                self.out(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+                if not future.done():
+                    future.set_result(msg)
+                return
+            m.unmatched.labels("response").inc()
+            self._event("ws.unmatched_response", "warning", upstream=link.node, id=msg.get("id"))
+            return
+        if p.kind in ("replay", "internal"):
+            if p.future is not None and not p.future.done():
+                p.future.set_result(msg)
+            return
+        outcome = "rpc_error" if "error" in msg else "ok"
+        m.requests.labels("ws", method_label(p.method), link.node, outcome).inc()
+        m.latency.labels("ws", link.node).observe(time.monotonic() - p.started)
+        if p.kind == "subscribe" and isinstance(msg.get("result"), str):
+            sub = self.subs.add(link, msg["result"], list(p.request.get("params") or []) if p.request else [],
+                                p.client_id)
+            msg["result"] = sub.client_id
+            m.subscriptions.inc()
+        elif p.kind == "unsubscribe" and p.sub is not None and "error" not in msg:
+            self._drop_subscription(p.sub.client_id)
+        msg["id"] = p.client_id
+        self._reply(p.batch, msg)
+
+    def _drop_subscription(self, client_id: str) -> None:
+        if self.subs.remove(client_id) is not None:
+            self.s.metrics.subscriptions.dec()
+
+    def _on_notification(self, link: UpstreamLink, msg: dict[str, Any], raw: str | bytes) -> None:
+        m = self.s.metrics
+        if link is not self.link:
+            m.dropped.labels("stale_upstream_notification").inc()
+            return
+        params = msg.get("params")
+        upstream_id = params.get("subscription") if isinstance(params, dict) else None
+        client_id = self.subs.client_id(link, upstream_id)
+        if client_id is None:
+            if self._has("unmapped-subscriptions"):
+                # Historical: notifications were relayed as they came, under the upstream's ids.
+                self.out(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+                return
+            m.unmatched.labels("notification").inc()
+            return
+        sub = self.subs.subs.get(client_id)
+        if sub is None:
+            return
+        assert isinstance(params, dict)
+        if sub.heads is not None and isinstance(params.get("result"), dict):
+            self._heads.put_nowait((sub, params["result"]))
+            return
+        if client_id != upstream_id:
+            msg["params"] = dict(params, subscription=client_id)
+            self.out(encode(msg))
+        else:
+            self.out(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+
+    async def _pump_heads(self) -> None:
+        """Deliver newHeads in order: drop blocks the client has, fill gaps from eth_getBlockByNumber."""
+        m = self.s.metrics
+        while True:
+            sub, header = await self._heads.get()
+            try:
+                number = int(header.get("number"), 16)
+            except (TypeError, ValueError):
+                self._notify(sub, header)
+                continue
+            block_hash = header.get("hash") if isinstance(header.get("hash"), str) else None
+            assert sub.heads is not None
+            deliver, missing = sub.heads.plan(number, block_hash)
+            if not deliver:
+                m.heads_deduplicated.inc()
+                continue
+            if missing:
+                await self._fill_gap(sub, missing)
+            if sub.client_id in self.subs:
+                self._notify(sub, header)
+                sub.heads.delivered(number, block_hash)
+
+    async def _fill_gap(self, sub: Subscription, missing: range) -> None:
+        m = self.s.metrics
+        limit = self.cfg.gap_fill_max
+        fill = missing[-limit:] if limit else range(0)
+        skipped = len(missing) - len(fill)
+        if skipped:
+            m.gaps_unfilled.inc(skipped)
+            self._event("ws.gap_unfilled", "warning", subscription=sub.client_id, blocks=skipped,
+                        first=missing[0], reason="gap larger than gap_fill_max")
+        for number in fill:
+            block = await self._internal_call("eth_getBlockByNumber", [hex(number), False])
+            if not isinstance(block, dict) or sub.client_id not in self.subs:
+                m.gaps_unfilled.inc()
+                self._event("ws.gap_unfilled", "warning", subscription=sub.client_id, blocks=1, first=number,
+                            reason="eth_getBlockByNumber gave no block")
+                continue
+            header = {k: v for k, v in block.items() if k not in HEADER_DROP}
+            self._notify(sub, header)
+            assert sub.heads is not None
+            sub.heads.delivered(number, header.get("hash") if isinstance(header.get("hash"), str) else None)
+            m.gaps_filled.inc()
+
+    def _notify(self, sub: Subscription, result: Any) -> None:
+        self.out(encode({"jsonrpc": "2.0", "method": "eth_subscription",
+                         "params": {"subscription": sub.client_id, "result": result}}))
+
+    async def _internal_call(self, method: str, params: list[Any]) -> Any:
+        """A request of the proxy's own on the current link; its answer never reaches the client."""
+        link = self.link
+        if link is None:
+            return None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        p = self.pending.add(client_id=None, method=method, request=None, kind="internal", link=link,
+                             started=time.monotonic(), future=future)
+        try:
+            await link.send(encode({"jsonrpc": "2.0", "id": p.proxy_id, "method": method, "params": params}))
+            answer = await asyncio.wait_for(future, self.cfg.ws_resubscribe_timeout)
+        except (LinkError, TimeoutError):
+            self.pending.pop(p.proxy_id)
+            return None
+        return answer.get("result") if isinstance(answer, dict) else None
+
+    # -- losing an upstream -----------------------------------------------------------------------------
+
+    def _on_link_closed(self, link: UpstreamLink) -> None:
+        """A link ended (death, drain, or a failed move attempt): recover its in-flight requests."""
+        self._links.discard(link)
+        if self.closed:
+            return
+        if link is self.link:
+            self._event("ws.upstream_lost", "warning", upstream=link.node)
+            self.link = None
+            self.moving = True
+            if self.attached is not None:
+                self.s.metrics.sessions.labels(self.attached).dec()
+                self.attached = None
+            self._recover(self.pending.take_link(link), lost=True)
+            self.subs.forget_link(link)
+            self._request_move("upstream_closed", None)
+        else:
+            self._recover(self.pending.take_link(link), lost=True)
+            self.subs.forget_link(link)
+
+    def _recover(self, pendings: list[Pending], *, lost: bool) -> None:
+        """Re-send reads, answer the rest with an error; internal requests just fail."""
+        m = self.s.metrics
+        again: list[tuple[dict[str, Any], Batch | None]] = []
+        for p in pendings:
+            if p.kind in ("replay", "internal"):
+                if p.future is not None and not p.future.done():
+                    p.future.set_exception(LinkError("upstream lost"))
+                continue
+            if lost and self._has("drop-during-reconnect"):
+                # Historical: requests in flight on the dead upstream were forgotten, never answered.
+                m.dropped.labels("inflight_lost").inc()
+                continue
+            if self.s.policy.is_read_only(p.method) and p.request is not None:
+                m.resent.inc()
+                again.append((p.request, p.batch))
+            else:
+                m.failed_inflight.inc()
+                m.requests.labels("ws", method_label(p.method), str(p.link.node), "upstream_error").inc()
+                self._reply(p.batch, error(p.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                                           "upstream connection lost while the request was in flight; "
+                                           "not retried because the method may not be idempotent"))
+        if again:
+            self._resubmit(again)
+
+    # -- moves ------------------------------------------------------------------------------------------
+
+    def evaluate(self) -> None:
+        """After each health round: leave an unhealthy upstream, or fail back to a better one."""
+        if self.closed or self._move_task is not None or self.link is None:
+            return
+        current = self.link.node
+        node = self.s.monitor.by_name[current]
+        if not node.healthy:
+            if self.s.monitor.pick({current}) is not None:
+                self._request_move("unhealthy", None)
+            return
+        if self._has("no-failback"):
+            return  # Historical: a session only ever left an upstream that had turned unhealthy.
+        target = self.s.monitor.failback_target(current)
+        if target is not None:
+            self._request_move("failback", target)
+
+    def _request_move(self, reason: str, target: NodeHealth | None) -> None:
+        if self._move_task is None and not self.closed:
+            self._move_task = asyncio.create_task(self._move(reason, target), name=f"session-{self.id}-move")
+
+    async def _candidates(self, exclude: set[str]) -> list[NodeHealth]:
+        healthy = await self.s.monitor.routable()
+        preferred = [n for n in healthy if n.name not in exclude]
+        return preferred or healthy
+
+    async def _move(self, reason: str, target: NodeHealth | None) -> None:
+        started = time.monotonic()
+        origin = self.link.node if self.link else None
+        self.move_reason = reason
+        avoid = {origin} if origin and reason in ("unhealthy", "upstream_closed") else set()
+        tried: set[str] = set()
+        new: UpstreamLink | None = None
+        try:
+            while not self.closed:
+                must_move = self.link is None
+                if target is not None and not tried and target.healthy:
+                    node: NodeHealth | None = target
+                else:
+                    if not must_move and reason == "failback":
+                        break
+                    choices = [n for n in await self._candidates(avoid) if n.name not in tried]
+                    node = choices[0] if choices else None
+                if node is None or (not must_move and node.name == (self.link.node if self.link else None)):
+                    if not must_move or (reason == "initial"
+                                         and time.monotonic() - started > self.cfg.ws_move_timeout):
+                        break  # nowhere better to go: stay (or, for a new session, give up)
+                    tried.clear()
+                    await self.s.monitor.next_round(self.cfg.health_interval * 2)
+                    self._expire_queue()
+                    continue
+                if not must_move:
+                    self.moving = True
+                try:
+                    new = await self._attach(node)
+                    break
+                except MoveAborted as exc:
+                    self.s.metrics.moves.labels(reason, "failed").inc()
+                    self._event("ws.move_attempt_failed", "warning", reason=reason, to=node.name, error=str(exc))
+                    tried.add(node.name)
+                    must_move = self.link is None
+                    if not must_move and reason == "failback":
+                        break
+                    if must_move:
+                        await self.s.monitor.next_round(self.cfg.health_interval)
+                        self._expire_queue()
+            if new is not None:
+                self._swap(new, reason, origin, started)
+            await self._flush()
+        finally:
+            if self._move_task is asyncio.current_task():
+                self._move_task = None
+            self.move_reason = None
+        if self.link is None and not self.closed and reason != "initial":
+            self._request_move("upstream_closed", None)  # the link died while this move was failing
+
+    async def _attach(self, node: NodeHealth) -> UpstreamLink:
+        try:
+            link = await UpstreamLink.open(node.spec, self.cfg)
+        except LinkError as exc:
+            raise MoveAborted(str(exc)) from None
+        self._links.add(link)
+        link.start(self._on_upstream, self._on_link_closed)
+        try:
+            await asyncio.wait_for(self._resubscribe(link), self.cfg.ws_resubscribe_timeout)
+        except (TimeoutError, LinkError) as exc:
+            self.s.metrics.replayed.labels("timeout").inc()
+            await link.close()
+            raise MoveAborted(f"re-subscribe on {node.name} failed: {type(exc).__name__} {exc}") from None
+        return link
+
+    async def _resubscribe(self, link: UpstreamLink) -> None:
+        """Subscribe *link* to everything the client holds, then bind the new ids to the client's."""
+        loop = asyncio.get_running_loop()
+        waits: list[tuple[Subscription, asyncio.Future[Any]]] = []
+        for sub in self.subs:
+            future: asyncio.Future[Any] = loop.create_future()
+            if self._has("replay-leak"):
+                # Historical: replay the client's own eth_subscribe, under the client's own request id.
+                link.leaked_replays.setdefault(encode(sub.request_id), []).append((sub, future))
+                request_id: Any = sub.request_id
+            else:
+                request_id = self.pending.add(client_id=None, method="eth_subscribe", request=None,
+                                              kind="replay", link=link, started=time.monotonic(),
+                                              future=future, sub=sub).proxy_id
+            await link.send(encode({"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe",
+                                    "params": sub.params}))
+            waits.append((sub, future))
+        for sub, future in waits:
+            answer = await future
+            result = answer.get("result") if isinstance(answer, dict) else None
+            if not isinstance(result, str):
+                self.s.metrics.replayed.labels("error").inc()
+                self._event("ws.resubscribe_failed", "warning", upstream=link.node,
+                            subscription=sub.client_id, answer=answer)
+                continue
+            self.s.metrics.replayed.labels("ok").inc()
+            if self._has("unmapped-subscriptions"):
+                continue  # Historical: the new upstream id was never mapped back to the client's id.
+            self.subs.bind(link, result, sub.client_id)
+
+    def _swap(self, new: UpstreamLink, reason: str, origin: str | None, started: float) -> None:
+        m = self.s.metrics
+        old = self.link
+        self.link = new
+        if self.attached is not None:
+            m.sessions.labels(self.attached).dec()
+        m.sessions.labels(new.node).inc()
+        self.attached = new.node
+        self.moves += 1
+        resent = 0
+        if old is not None and not old.closed:
+            if reason == "unhealthy":  # reads waiting on a sick node are re-sent now; writes may finish there
+                reads = [p for p in self.pending.on_link(old)
+                         if self.s.policy.is_read_only(p.method) and p.kind != "replay"]
+                for p in reads:
+                    self.pending.pop(p.proxy_id)
+                resent = len(reads)
+                self._recover(reads, lost=False)
+            self._spawn(self._drain(old), "drain")
+        m.moves.labels(reason, "ok").inc()
+        self._event("ws.moved", "warning" if reason != "initial" else "info", reason=reason,
+                    from_upstream=origin, to_upstream=new.node, subscriptions=len(self.subs),
+                    queued=len(self.queue), resent=resent, seconds=round(time.monotonic() - started, 4))
+
+    async def _drain(self, old: UpstreamLink) -> None:
+        """Make-before-break: let the old link answer what it has in flight, then close it."""
+        deadline = time.monotonic() + self.cfg.ws_drain_timeout
+        while self.pending.on_link(old) and time.monotonic() < deadline and not old.closed:
+            await asyncio.sleep(0.01)
+        await old.close()
+
+    async def _flush(self) -> None:
+        """Send what was queued during the move, in order; only then take client frames directly again."""
+        while self.queue and self.link is not None and not self.closed:
+            obj, batch, size, is_frame = self.queue.popleft()
+            self.queued_bytes -= size
+            if is_frame:
+                await self._dispatch(obj)
+            else:
+                await self._dispatch_one(obj, batch)
+        if self.link is not None:
+            self.moving = False
+            self.queue_since = None
+
+    def _expire_queue(self) -> None:
+        """Queued messages that waited longer than ``ws_move_timeout`` are answered with an error."""
+        if not self.queue or self.queue_since is None:
+            return
+        if time.monotonic() - self.queue_since < self.cfg.ws_move_timeout:
+            return
+        while self.queue:
+            obj, batch, _size, is_frame = self.queue.popleft()
+            if is_frame:
+                self._refuse(obj, jsonrpc.UPSTREAM_UNAVAILABLE, "no upstream available")
+            elif isinstance(obj, dict) and "id" in obj:
+                self._reply(batch, error(obj["id"], jsonrpc.UPSTREAM_UNAVAILABLE, "no upstream available"))
+        self.queued_bytes = 0
+        self.queue_since = None
