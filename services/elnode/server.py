@@ -32,6 +32,8 @@ MAX_HELD_PER_CONNECTION = 10_000  # delayed answers in flight per WebSocket befo
 
 def _short(value: Any) -> Any:
     """A request id fit for a log line (ids may be megabytes long)."""
+    if value is None or (isinstance(value, int) and -(10**18) < value < 10**18):
+        return value
     text = value if isinstance(value, str) else json.dumps(value)
     return value if len(text) <= MAX_LOGGED_ID else text[:MAX_LOGGED_ID] + "..."
 
