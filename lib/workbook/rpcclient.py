@@ -16,8 +16,14 @@ Two WebSocket client kinds model the two client populations of the 2026-01-23 pr
 Every frame sent or received is appended to ``client.history`` with monotonic and wall timestamps,
 direction, parsed JSON and a classification judged by ids alone (the truth, whatever the client kind
 made of it): ``response-to-pending``, ``unsolicited-response``, ``notification-known-sub``,
-``notification-unknown-sub`` or ``other``; sent frames are ``request``, ``batch`` or ``notification``.
-Waits are on futures with deadlines; ``close()`` closes everything the client opened.
+``notification-unknown-sub`` or ``other``; sent frames are ``request``, ``batch`` or ``notification``;
+``event`` frames record a close and each strict pairing error. ``message_rows`` turns a history into
+rows for ``workbook.plots.sequence_chart``. Waits are on futures with deadlines; ``close()`` closes
+everything the client opened.
+
+The strict model assumes answers come back in request order, as they do from one upstream when a
+client has one request in flight; drive strict clients sequentially (await each request) unless the
+point is to show what reordering does to them.
 """
 
 from __future__ import annotations
@@ -177,6 +183,11 @@ class WsClient:
     @property
     def closed(self) -> bool:
         return self._reader.done()
+
+    def frames(self, kind: str | None = None, direction: str | None = None) -> list[Frame]:
+        """History frames of one classification and/or direction."""
+        return [f for f in self.history if (kind is None or f.kind == kind)
+                and (direction is None or f.direction == direction)]
 
     def notifications(self, sub_id: str) -> list[Any]:
         """The results received so far under subscription *sub_id* (a live list)."""
@@ -379,6 +390,7 @@ class WsClient:
         error = (f"response id {message['id']!r} paired with request {waiter.method} id {waiter.id!r}: "
                  "id mismatch, answer discarded")
         self.protocol_errors.append(error)
+        self._rec.add("event", OTHER, message, note=error)
         return error
 
     # -- closing ------------------------------------------------------------------------------------------
@@ -488,6 +500,43 @@ class HttpClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _label(frame: Frame) -> str:
+    message = frame.message
+    if frame.direction == "event":
+        return frame.note or "event"
+    if isinstance(message, list):
+        return f"batch of {len(message)}"
+    if not isinstance(message, dict):
+        return "not JSON" if message is None else type(message).__name__
+    if _is_notification(message):
+        return f"notification sub={str(message['params'].get('subscription'))[:10]}…"
+    if "method" in message:
+        return f"{message['method']} id={message.get('id')!r}"
+    if "error" in message:
+        code = message["error"].get("code") if isinstance(message["error"], dict) else "?"
+        return f"error {code} id={message.get('id')!r}"
+    result = message.get("result")
+    shown = result if isinstance(result, str | int | bool) or result is None else type(result).__name__
+    return f"result {str(shown)[:14]} id={message.get('id')!r}"
+
+
+HIGHLIGHTED = (UNSOLICITED_RESPONSE, NOTIFICATION_UNKNOWN_SUB)
+
+
+def message_rows(client: WsClient | HttpClient, peer: str = "proxy") -> list[dict[str, Any]]:
+    """The client's history as rows for ``workbook.plots.sequence_chart`` (``ts, src, dst, label,
+    highlight, kind``): lanes are the client's name and *peer*; unsolicited answers, notifications
+    under unknown ids and strict pairing errors are highlighted."""
+    rows = []
+    for frame in client.history:
+        outgoing = frame.direction == "sent"
+        src = client.name if outgoing or frame.direction == "event" else peer
+        rows.append({"ts": frame.wall, "src": src, "dst": peer if outgoing else client.name,
+                     "label": _label(frame), "kind": frame.kind,
+                     "highlight": frame.kind in HIGHLIGHTED or bool(frame.note and "mismatch" in frame.note)})
+    return rows
 
 
 def history_records(*clients: WsClient | HttpClient) -> list[dict[str, Any]]:

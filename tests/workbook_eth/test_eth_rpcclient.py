@@ -25,6 +25,7 @@ from workbook.rpcclient import (
     RpcResponseError,
     WsClient,
     history_records,
+    message_rows,
 )
 from workbook.topology import Run, http_health
 
@@ -107,6 +108,13 @@ async def test_strict_client_desynchronises_on_an_unsolicited_response(scripted_
             with pytest.raises(RequestTimeout, match="desynchronised"):
                 await client.request("eth_blockNumber", timeout=0.3)
         assert client.desynchronised and len(client.protocol_errors) >= 3
+        assert len(client.frames(UNSOLICITED_RESPONSE)) >= 1
+        rows = message_rows(client, peer="proxy")
+        assert [r["src"] for r in rows[:2]] == ["strict-client", "proxy"]
+        assert rows[2]["highlight"] and rows[2]["label"] == "result 0xreplayed id=1"
+        mismatches = [f for f in client.frames(direction="event") if "mismatch" in (f.note or "")]
+        assert len(mismatches) >= 3
+        assert sum(r["highlight"] for r in rows) >= 4  # the stray answer and every mismatch
     async with await WsClient.connect(scripted_url, "strict") as fresh:  # a fresh connection works
         assert await fresh.request("eth_blockNumber") == "eth_blockNumber"
 
