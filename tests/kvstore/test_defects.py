@@ -93,6 +93,7 @@ async def test_kv02_ready_before_recovery_reads_an_unopened_store(start_cluster,
             with pytest.raises(Unavailable, match="not serving yet"):
                 c.get("k0")
     await svc.await_ready()
+    assert await until(lambda: any(r["event"] == "serving" for r in svc.logs()), 15)  # recovered for real
     got = await read_all(cluster, "kv1", data)
     print(f"[{mode}] SERVING before recovery: {ready_while_held}; wrong reads right after ready: "
           f"{len(wrong_after_ready)} of {len(data)} (e.g. {list(wrong_after_ready.items())[:2]})")

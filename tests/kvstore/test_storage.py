@@ -3,7 +3,9 @@ cancelled waiters, map full. (In-process: no server involved.)"""
 
 from __future__ import annotations
 
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,13 @@ from kvstore.storage import Store, StoreFull
 
 def version(ms: int, node: str = "n1") -> pb.Version:
     return pb.Version(wall_ms=ms, logical=0, node=node)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A private temporary directory (not pytest's shared base, which parallel sessions prune)."""
+    with tempfile.TemporaryDirectory(prefix="kvstore-store-") as d:
+        yield Path(d)
 
 
 @pytest.fixture
