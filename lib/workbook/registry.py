@@ -206,8 +206,11 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_tree(pid: int) -> list[int]:
-    """SIGKILL *pid* and all its descendants (a snapshot taken first, so reparenting cannot hide any)."""
+def kill_tree(pid: int, wait: float = 10.0) -> list[int]:
+    """SIGKILL *pid* and all its descendants and wait until they are gone (or zombies).
+
+    The tree is snapshotted first, so a process reparented by its parent's death is not missed.
+    """
     victims = [pid, *descendants(pid)]
     identities = [(v, proc_start_time(v)) for v in victims]
     for victim, start in identities:
@@ -216,4 +219,7 @@ def kill_tree(pid: int) -> list[int]:
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(is_alive(v, s) for v, s in identities):
+        time.sleep(0.01)
     return victims

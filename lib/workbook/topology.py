@@ -145,6 +145,15 @@ def http_health(path: str = "/health", *, timeout: float = 1.0, endpoint: str = 
 # services
 
 
+def _proc_state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat ("R", "S", "T"...), "" if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2]
+
+
 def _tail(path: Path, lines: int = 8, max_chars: int = 1500) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -345,15 +354,25 @@ class Service:
         except subprocess.TimeoutExpired:
             return self.kill()
 
+    def _await_state(self, stopped: bool, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive and (_proc_state(self.pid) == "T") != stopped:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"service {self.name!r} did not {'stop' if stopped else 'continue'} "
+                                   f"within {timeout:g} s")
+            time.sleep(0.001)
+
     def pause(self) -> None:
-        """SIGSTOP: the process hangs with its sockets open (the hung-peer case)."""
+        """SIGSTOP, and wait until the kernel has stopped it: it hangs with its sockets open (hung peer)."""
         self.signal(signal.SIGSTOP)
         self.paused = True
+        self._await_state(stopped=True)
 
     def resume(self) -> None:
-        """SIGCONT."""
+        """SIGCONT, and wait until it runs again."""
         self.signal(signal.SIGCONT)
         self.paused = False
+        self._await_state(stopped=False)
 
     def restart(self, *, grace: float = 5.0, wait: bool = True,
                 ready_timeout: float | None = None) -> Service:
