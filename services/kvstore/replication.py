@@ -109,6 +109,9 @@ class Peer:
             except grpc.aio.AioRpcError as exc:
                 self.failed(exc)
                 await asyncio.sleep(HEARTBEAT_S)  # retry pacing; reconnect backoff is the channel's
+            except Exception as exc:  # never let one bad round end replication to this peer
+                self.log_event("shipper.error", peer=self.name, error=repr(exc))
+                await asyncio.sleep(HEARTBEAT_S)
 
     async def push_once(self, entry: pb.Entry) -> bool:
         """Fire-and-forget delivery (``no-catch-up``): one attempt, never repeated."""

@@ -50,7 +50,10 @@ async def test_restart_of_every_node_keeps_the_data(start_cluster, how: str) -> 
         cluster.client("kv3").delete(f"k{i}")
         expected[f"k{i}"] = None
     for name in cluster.names:
-        cluster.stop(name) if how == "SIGTERM" else cluster.kill(name)
+        if how == "SIGTERM":
+            assert cluster.stop(name) == 0  # graceful: exit status 0
+        else:
+            cluster.kill(name)
 
     async def restart_and_read(name: str) -> dict[str, str | None]:
         await cluster.restart(name)  # returns as soon as the node reports SERVING
