@@ -465,7 +465,7 @@ class WsSession:
                 self.attached = None
             self._recover(self.pending.take_link(link), lost=True)
             self.subs.forget_link(link)
-            self._request_move("upstream_closed", None)
+            self._request_move("upstream_closed", None, lost=link.node)
         else:
             self._recover(self.pending.take_link(link), lost=True)
             self.subs.forget_link(link)
@@ -513,18 +513,20 @@ class WsSession:
         if target is not None:
             self._request_move("failback", target)
 
-    def _request_move(self, reason: str, target: NodeHealth | None) -> None:
+    def _request_move(self, reason: str, target: NodeHealth | None, lost: str | None = None) -> None:
         if self._move_task is None and not self.closed:
-            self._move_task = asyncio.create_task(self._move(reason, target), name=f"session-{self.id}-move")
+            self._move_task = asyncio.create_task(self._move(reason, target, lost),
+                                                  name=f"session-{self.id}-move")
 
     async def _candidates(self, exclude: set[str]) -> list[NodeHealth]:
         healthy = await self.s.monitor.routable()
         preferred = [n for n in healthy if n.name not in exclude]
         return preferred or healthy
 
-    async def _move(self, reason: str, target: NodeHealth | None) -> None:
+    async def _move(self, reason: str, target: NodeHealth | None, lost: str | None = None) -> None:
+        """Find a node, open it, re-subscribe, swap, flush the queue. *lost* names the upstream just lost."""
         started = time.monotonic()
-        origin = self.link.node if self.link else None
+        origin = self.link.node if self.link else lost
         self.move_reason = reason
         avoid = {origin} if origin and reason in ("unhealthy", "upstream_closed") else set()
         tried: set[str] = set()
