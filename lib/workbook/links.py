@@ -166,10 +166,12 @@ class Link:
 
     async def _pump(self, conn: _Conn, direction: str, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
-        """Read one direction and hand chunks to a delivery task that applies delay and blackhole."""
+        """Read one direction and forward it: directly when nothing is delayed or queued, else through a
+        delivery task that applies delay and blackhole in order."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(_QUEUE_CHUNKS)
-        deliver = asyncio.ensure_future(self._deliver(conn, direction, chunks, writer))
+        queued = [0]  # chunks handed to the delivery task and not yet written
+        deliver = asyncio.ensure_future(self._deliver(conn, direction, chunks, writer, queued))
         last_at = 0.0
         try:
             while True:
@@ -180,6 +182,7 @@ class Link:
                     conn.reset()  # the peer reset us: pass the reset on
                     return
                 if not data:
+                    queued[0] += 1
                     await chunks.put((last_at, None))
                     break
                 if self.dropping[direction]:
@@ -188,7 +191,17 @@ class Link:
                 delay, jitter = self.delays[direction]
                 if jitter:
                     delay = max(0.0, delay + self._links._random.uniform(-jitter, jitter))
+                if delay == 0 and queued[0] == 0 and self.mode == "open":
+                    try:  # fast path: nothing ahead of this chunk
+                        writer.write(data)
+                        await writer.drain()
+                    except OSError:
+                        conn.reset()
+                        return
+                    self.bytes[direction] += len(data)
+                    continue
                 last_at = max(loop.time() + delay, last_at)  # jitter never reorders bytes
+                queued[0] += 1
                 await chunks.put((last_at, data))
             await deliver
         finally:
@@ -196,7 +209,7 @@ class Link:
                 deliver.cancel()
 
     async def _deliver(self, conn: _Conn, direction: str, chunks: asyncio.Queue[tuple[float, bytes | None]],
-                       writer: asyncio.StreamWriter) -> None:
+                       writer: asyncio.StreamWriter, queued: list[int]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             at, data = await chunks.get()
@@ -216,6 +229,8 @@ class Link:
             except OSError:
                 conn.reset()
                 return
+            finally:
+                queued[0] -= 1
             self.bytes[direction] += len(data)
 
     def _apply(self, fn: Callable[[], Any]) -> Any:
