@@ -10,10 +10,6 @@ import sys
 from servicekit import ArgumentParser, configure_logging, parse_hostport, write_ready_file
 from servicekit.cli import format_hostport
 
-from elnode.chain import Chain, ChainSpec
-from elnode.node import Node
-from elnode.server import ElNode
-
 DEFAULT_GENESIS_TIME = 1_700_000_000  # a fixed default, so nodes agree without being told
 
 
@@ -86,6 +82,10 @@ def build_parser() -> ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    from elnode.chain import Chain, ChainSpec  # imported here: --help and bad flags answer fast
+    from elnode.node import Node
+    from elnode.server import ElNode
+
     log = configure_logging("elnode", args.name, args.log_file)
     spec = ChainSpec(args.chain_id, args.seed, args.genesis_time, args.block_time)
     server = ElNode(Node(Chain(spec), name=args.name), log, fault_injection=args.enable_fault_injection,

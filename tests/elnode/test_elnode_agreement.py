@@ -34,13 +34,6 @@ async def test_nodes_started_at_different_moments_agree(start_node: Callable[...
             assert await c2.request("eth_getBlockByNumber", [hex(first), True]) == block
 
 
-async def test_a_different_seed_disagrees(start_node: Callable[..., Service]) -> None:
-    el1, other = start_node("el1"), start_node("other", seed=8)
-    async with HttpClient(el1.url("http")) as c1, HttpClient(other.url("http")) as c2:
-        block = await c1.request("eth_getBlockByNumber", ["0x10", False])
-        assert (await c2.request("eth_getBlockByNumber", ["0x10", False]))["hash"] != block["hash"]
-
-
 async def test_restart_continues_where_the_clock_says(node: Service) -> None:
     async with HttpClient(node.url("http")) as client:
         before, before_hash = await _head(client)

@@ -27,9 +27,18 @@ def test_help_documents_every_flag() -> None:
 
 
 @pytest.mark.parametrize("args", [["--block-time", "0"], ["--chain-id", "x"], ["--listen", "nowhere"],
-                                  ["--bogus"], ["--seed", "1.5"], ["--max-message-size", "-1"]])
-def test_a_bad_command_line_is_one_line_and_exit_2(args: list[str]) -> None:
-    out = _elnode(*args)
+                                  ["--bogus"], ["--seed", "1.5"], ["--max-message-size", "-1"],
+                                  ["--block-time", "nan"], ["--genesis-time", "soon"]])
+def test_a_bad_command_line_is_one_line_and_exit_2(args: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(args)
+    assert info.value.code == 2
+    assert re.fullmatch(r"elnode: error: .+\n", capsys.readouterr().err)
+
+
+def test_the_installed_command_reports_a_bad_flag_in_one_line() -> None:
+    out = _elnode("--block-time", "0")
     assert out.returncode == 2
     assert re.fullmatch(r"elnode: error: .+\n", out.stderr), out.stderr
 
