@@ -27,6 +27,7 @@ MAX_BATCH = 1000
 MAX_CATCHUP_BLOCKS = 64  # after a stall ends, notify at most this many missed heads
 SEND_QUEUE_LIMIT = 10_000  # a WebSocket client this far behind is disconnected, as geth does
 MAX_LOGGED_ID = 80
+CLOSE_TIMEOUT = 2.0  # seconds a peer has to take a close frame before its connection is aborted
 MAX_HELD_PER_CONNECTION = 10_000  # delayed answers in flight per WebSocket before reading pauses
 
 
@@ -51,6 +52,18 @@ class WsSession:
         self.tasks: set[asyncio.Task[None]] = set()
         self.writer: asyncio.Task[None] | None = None
         self.close_reason = "client closed"
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Send a close frame; a peer that cannot take it in time (paused, not reading) is aborted."""
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (a reset, as a crashed node's peers see it)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     async def write_loop(self) -> None:
         while True:
@@ -116,8 +129,8 @@ class ElNode:
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(*(s.ws.close(code=1001, message=b"node shutting down")
-                               for s in list(self.sessions.values())), return_exceptions=True)
+        await asyncio.gather(*(s.close(1001, b"node shutting down") for s in list(self.sessions.values())),
+                             return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -256,7 +269,7 @@ class ElNode:
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=self.max_message_size, autoping=True, compress=False,
-                                   timeout=2.0)
+                                   timeout=CLOSE_TIMEOUT)
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "POST JSON-RPC to / or open a WebSocket on /"}, status=400)
         hold = self.node.faults.take_handshake_delay()
@@ -307,7 +320,7 @@ class ElNode:
             self.log.warning("ws.slow_consumer", conn=session.id, queued=session.queue.qsize())
             session.queue = asyncio.Queue()
             session.close_reason = "slow consumer"
-            asyncio.get_running_loop().create_task(session.ws.close(code=1008, message=b"too slow"))
+            session.abort()  # its writer is stuck on a full socket: a close frame could not get through
             return
         session.queue.put_nowait(text)
 
@@ -406,9 +419,8 @@ class ElNode:
         self.log.info("fault.drop_websockets", mode=mode, conns=[s.id for s in sessions])
         if mode == "abort":
             for session in sessions:
-                if session.transport is not None:
-                    session.transport.abort()
+                session.abort()
         else:
-            await asyncio.gather(*(s.ws.close(code=1001, message=b"dropped by fault injection")
-                                   for s in sessions), return_exceptions=True)
+            await asyncio.gather(*(s.close(1001, b"dropped by fault injection") for s in sessions),
+                                 return_exceptions=True)
         return web.json_response({"dropped": len(sessions), "mode": mode})
