@@ -83,6 +83,7 @@ class WsSession:
         self.closed = False
         self.queue: deque[tuple[Any, Batch | None, int, bool]] = deque()  # (obj, batch, size, is_frame)
         self.queued_bytes = 0
+        self.queued_frames = 0  # client frames in the queue (re-sends of accepted requests do not count)
         self.queue_since: float | None = None
         self.moves = 0
         self._move_task: asyncio.Task[None] | None = None
@@ -195,7 +196,7 @@ class WsSession:
 
     def _enqueue(self, obj: Any, size: int) -> None:
         cfg = self.cfg
-        if len(self.queue) >= cfg.ws_queue_max_messages or self.queued_bytes + size > cfg.ws_queue_max_bytes:
+        if self.queued_frames >= cfg.ws_queue_max_messages or self.queued_bytes + size > cfg.ws_queue_max_bytes:
             self.s.metrics.overflowed.inc()
             self._refuse(obj, jsonrpc.LIMIT_EXCEEDED, "proxy queue full while moving to another upstream")
             return
@@ -203,6 +204,7 @@ class WsSession:
             self.queue_since = time.monotonic()
         self.queue.append((obj, None, size, True))
         self.queued_bytes += size
+        self.queued_frames += 1
         self.s.metrics.queued.inc()
 
     def _refuse(self, obj: Any, code: int, message: str) -> None:
@@ -655,6 +657,7 @@ class WsSession:
         while self.queue and self.link is not None and not self.closed:
             obj, batch, size, is_frame = self.queue.popleft()
             self.queued_bytes -= size
+            self.queued_frames -= is_frame
             if is_frame:
                 await self._dispatch(obj)
             else:
@@ -675,5 +678,5 @@ class WsSession:
                 self._refuse(obj, jsonrpc.UPSTREAM_UNAVAILABLE, "no upstream available")
             elif isinstance(obj, dict) and "id" in obj:
                 self._reply(batch, error(obj["id"], jsonrpc.UPSTREAM_UNAVAILABLE, "no upstream available"))
-        self.queued_bytes = 0
+        self.queued_bytes = self.queued_frames = 0
         self.queue_since = None
