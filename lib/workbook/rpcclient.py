@@ -190,8 +190,8 @@ class WsClient:
                 and (direction is None or f.direction == direction)]
 
     def notifications(self, sub_id: str) -> list[Any]:
-        """The results received so far under subscription *sub_id* (a live list)."""
-        return self._subs.setdefault(sub_id, [])
+        """The results received so far under subscription *sub_id* (live while the subscription is held)."""
+        return self._subs.get(sub_id, [])
 
     @property
     def subscriptions(self) -> list[str]:
@@ -260,7 +260,11 @@ class WsClient:
         else:
             self._fifo.append(waiter)
         try:
-            await self.send_raw(message)
+            try:
+                await self.send_raw(message)
+            except websockets.ConnectionClosed:
+                raise ConnectionLost(f"{self.name}: connection closed ({self.close_code}); "
+                                     f"{method} (id {req_id!r}) not sent") from None
             if self.kind == "strict" and self._stray:
                 self._pair_strict(self._stray.popleft())
             response = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
@@ -287,8 +291,7 @@ class WsClient:
         sub_id = await self.request("eth_subscribe", [kind, *params], timeout=timeout)
         if not isinstance(sub_id, str):
             raise RpcClientError(f"{self.name}: eth_subscribe answered {sub_id!r}, not a subscription id")
-        self._subs.setdefault(sub_id, [])
-        return sub_id
+        return sub_id  # registered by the reader with the answer, before any notification under it
 
     async def unsubscribe(self, sub_id: str, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
         result = await self.request("eth_unsubscribe", [sub_id], timeout=timeout)
@@ -367,14 +370,21 @@ class WsClient:
             waiter = queue.popleft()
             if not queue:
                 del self._pending[message["id"]]
-            if not waiter.future.done():
-                waiter.future.set_result(message)
+            self._deliver(waiter, message)
             return kind, None
         if not self._fifo:
             self._stray.append(message)
             self.protocol_errors.append(f"response id {message['id']!r} arrived with no request waiting")
             return kind, "kept: no request waiting; the next request will be paired with it"
         return kind, self._pair_strict(message)
+
+    def _deliver(self, waiter: _Waiter, message: dict[str, Any]) -> None:
+        """Hand *message* to *waiter*; an ``eth_subscribe`` answer registers its subscription at once,
+        as a real client's reader does, so a notification right behind it is not taken for unknown."""
+        if waiter.method == "eth_subscribe" and isinstance(message.get("result"), str):
+            self._subs.setdefault(message["result"], [])
+        if not waiter.future.done():
+            waiter.future.set_result(message)
 
     def _pair_strict(self, message: dict[str, Any]) -> str | None:
         """In-order pairing: *message* answers the oldest waiter, or is a protocol error."""
@@ -383,8 +393,7 @@ class WsClient:
             return None
         waiter = self._fifo.popleft()
         if message["id"] == waiter.id:
-            if not waiter.future.done():
-                waiter.future.set_result(message)
+            self._deliver(waiter, message)
             return None
         self.desynchronised = True
         error = (f"response id {message['id']!r} paired with request {waiter.method} id {waiter.id!r}: "

@@ -44,6 +44,11 @@ async def _scripted(conn: ServerConnection) -> None:
             answer = {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": -32000, "message": "nope"}}
         if method == "silent":
             continue
+        if method == "eth_subscribe":  # the answer, and at once a notification under the new id
+            await conn.send(json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": "0xsub1"}))
+            await conn.send(json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                                        "params": {"subscription": "0xsub1", "result": "first"}}))
+            continue
         if method == "extra_before":
             for extra in params[0]:
                 await conn.send(json.dumps(extra))
@@ -126,12 +131,24 @@ async def test_strict_client_takes_a_stray_answer_with_a_reused_id(scripted_url:
         assert await client.request("eth_blockNumber", id=100) == "0xsubscription"
 
 
+@pytest.mark.parametrize("kind", ["strict", "geth"])
+async def test_a_notification_right_behind_the_subscribe_answer_is_known(scripted_url: str,
+                                                                          kind: str) -> None:
+    async with await WsClient.connect(scripted_url, kind) as client:  # type: ignore[arg-type]
+        sub = await client.subscribe("newHeads")
+        assert await client.wait_notifications(sub, 1) == ["first"]
+        assert client.history[-1].kind == NOTIFICATION_KNOWN_SUB
+        assert client.notifications("0xunknown") == [] and "0xunknown" not in client.subscriptions
+
+
 async def test_a_closed_connection_fails_pending_requests(scripted_url: str) -> None:
     async with await WsClient.connect(scripted_url, "geth") as client:
         with pytest.raises(ConnectionLost):
             await client.request("close")
         assert client.closed and client.close_code == 1011
         assert client.history[-1].direction == "event"
+        with pytest.raises(ConnectionLost):
+            await client.request("eth_chainId")
 
 
 async def test_subscriptions_on_elnode_and_http_client(run: Run) -> None:
