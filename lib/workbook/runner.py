@@ -161,8 +161,8 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
             "cwd": str(job.info.path.resolve().parent), "parameters": injected_parameters(job, out)}
     spec_path = run_base / "execute.json"
     spec_path.write_text(json.dumps(spec, indent=2))
-    env = {"WORKBOOK_RUN_BASE": str(run_base), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),
-           "MPLBACKEND": "Agg"}
+    # No MPLBACKEND here: the kernel's inline backend is what puts figures into the notebook and its HTML.
+    env = {"WORKBOOK_RUN_BASE": str(run_base), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
     start = time.monotonic()
     proc = spawn([sys.executable, "-m", "workbook._execute", str(spec_path)], out_path=log_path, env=env)
     timed_out = interrupted = False
