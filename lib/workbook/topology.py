@@ -470,6 +470,8 @@ class Run:
         self.record = registry.RunRecord(run_id, self.dir, registry.Owner.current(),
                                          remove_dir=temporary and not keep, remove_paths=remove_data)
         self.record.save()
+        (self.dir / "run.json").write_text(json.dumps(
+            {"run_id": run_id, "name": name, "owner": vars(self.record.owner), "created_at": time.time()}))
         global _atexit_registered
         _open_runs.add(self)
         if not _atexit_registered:
