@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbook", description="Notebooks that reproduce production incidents, run headless.")
     p.add_argument("--notebooks", type=Path, default=None,
-                   help="notebook directory (default: $WORKBOOK_NOTEBOOKS or ./notebooks)")
+                   help="notebook directory (default: $WORKBOOK_NOTEBOOKS or the project's notebooks/)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("list", help="id, title, source document and defect switches of every notebook")
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("workbook: error: 'up' is not implemented yet (the whole-topology launcher "
                          "lands with the KV cluster and Ethereum stack)\n")
         return 2
-    from workbook import runner  # heavy imports (papermill) only when needed
+    from workbook import profiles, runner
 
-    notebooks_dir = args.notebooks or Path(os.environ.get("WORKBOOK_NOTEBOOKS", "notebooks"))
+    notebooks_dir = args.notebooks or Path(os.environ.get("WORKBOOK_NOTEBOOKS", profiles.ROOT / "notebooks"))
     if args.command == "list":
         return runner.cmd_list(notebooks_dir)
     return runner.cmd_run(notebooks_dir, args)

@@ -14,6 +14,7 @@ import concurrent.futures
 import datetime as dt
 import html
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -113,8 +114,8 @@ def injected_parameters(job: Job, out: Path) -> dict[str, Any]:
 # executing
 
 
-def _first_error(nb_path: Path, timed_out: bool) -> dict[str, Any] | None:
-    """The failing cell of an output notebook: its index, source and error (or the cell cut by the limit)."""
+def _first_error(nb_path: Path, stopped: str | None) -> dict[str, Any] | None:
+    """The failing cell of an output notebook: index, source and error (or the cell *stopped* cut short)."""
     try:
         nb = json.loads(nb_path.read_text())
     except (OSError, ValueError):
@@ -126,7 +127,7 @@ def _first_error(nb_path: Path, timed_out: bool) -> dict[str, Any] | None:
                 return {"cell": index, "execution_count": cell.get("execution_count"),
                         "source": catalog.cell_source(cell),
                         "error": f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()}
-    if timed_out:
+    if stopped:
         running = [(i, c) for i, c in code
                    if c.get("metadata", {}).get("papermill", {}).get("status") == "running"]
         if not running:  # the save may predate the cell: take the first cell that never completed
@@ -134,7 +135,7 @@ def _first_error(nb_path: Path, timed_out: bool) -> dict[str, Any] | None:
         if running:
             index, cell = running[0]
             return {"cell": index, "execution_count": cell.get("execution_count"),
-                    "source": catalog.cell_source(cell), "error": "time limit exceeded here"}
+                    "source": catalog.cell_source(cell), "error": f"{stopped} here"}
     return None
 
 
@@ -179,7 +180,8 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
     duration = time.monotonic() - start
     reaped = registry.reap(under=run_base)  # whatever the (killed) kernel left
     side = verdict.read_sidecar(out / f"{job.stem}.verdict.json")
-    failure = _first_error(nb_out, timed_out or interrupted)
+    stopped = "time limit exceeded" if timed_out else "interrupted" if interrupted else None
+    failure = _first_error(nb_out, stopped)
     if timed_out:
         outcome, message = "timeout", f"time limit of {job.timeout:g} s exceeded"
     elif interrupted:
@@ -344,6 +346,11 @@ def cmd_run(notebooks_dir: Path, args: argparse.Namespace) -> int:
         _say(f"  skip {s['id']} {s['mode']}: {s['reason']}")
     abort = threading.Event()
     done = 0
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the run like Ctrl-C: kill the executions, reap, summarise
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     rows: list[dict[str, Any]] = []
 
     def one(job: Job) -> dict[str, Any]:
@@ -358,22 +365,24 @@ def cmd_run(notebooks_dir: Path, args: argparse.Namespace) -> int:
             try:
                 finished, pending = concurrent.futures.wait(pending, timeout=0.2,
                                                             return_when=concurrent.futures.FIRST_COMPLETED)
+                for f in finished:
+                    if f.cancelled():
+                        continue
+                    row = f.result()
+                    rows.append(row)
+                    done += 1
+                    extra = "" if row["passed"] else f": {row['message']}"
+                    rep = "" if row["reproduced"] is None else f", reproduced={row['reproduced']}"
+                    _say(f"[{done}/{total}] {row['verdict'].upper():5} {futures[f].stem} "
+                         f"{row['duration']:.1f} s{rep}{extra}")
             except KeyboardInterrupt:
+                if not interrupted:
+                    _say("interrupted: stopping the running notebooks and their services")
                 interrupted = True
                 abort.set()
                 for f in pending:
                     f.cancel()
-                continue
-            for f in finished:
-                if f.cancelled():
-                    continue
-                row = f.result()
-                rows.append(row)
-                done += 1
-                extra = "" if row["passed"] else f": {row['message']}"
-                rep = "" if row["reproduced"] is None else f", reproduced={row['reproduced']}"
-                _say(f"[{done}/{total}] {row['verdict'].upper():5} {futures[f].stem} "
-                     f"{row['duration']:.1f} s{rep}{extra}")
+    signal.signal(signal.SIGTERM, previous)
     order = {job.stem: n for n, job in enumerate(jobs)}
     rows.sort(key=lambda r: order[f"{r['id']}.{r['mode']}" + (f".r{r['repeat']}" if args.repeat > 1 else "")])
     ok = bool(rows) and all(r["passed"] for r in rows) and len(rows) == total and not interrupted
