@@ -589,6 +589,8 @@ class WsSession:
             self.s.metrics.replayed.labels("timeout").inc()
             await link.close()
             raise MoveAborted(f"re-subscribe on {node.name} failed: {type(exc).__name__} {exc}") from None
+        if link.closed:  # it died before becoming current: its close was handled as a stray link's
+            raise MoveAborted(f"{node.name} closed the connection during the move")
         return link
 
     async def _resubscribe(self, link: UpstreamLink) -> None:

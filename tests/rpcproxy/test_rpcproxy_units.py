@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from rpcproxy.config import OPTIONS, ConfigError, ProxyConfig, build_config, derive_ws_url, parse_upstream
@@ -207,11 +209,15 @@ def test_bad_values_are_rejected_naming_the_key(table: dict[str, object], messag
         ProxyConfig().apply(table)
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path: object) -> None:
-    from pathlib import Path
+def test_cli_errors_are_one_line_and_exit_2() -> None:
+    # a private directory, not tmp_path: parallel pytest sessions on this machine share its base
+    with tempfile.TemporaryDirectory(prefix="rpcproxy-cli-") as tmp:
+        config = Path(tmp) / "bad.toml"
+        config.write_text("health_interval = -1\n")
+        _check_cli_errors(config)
 
-    config = Path(str(tmp_path)) / "bad.toml"
-    config.write_text("health_interval = -1\n")
+
+def _check_cli_errors(config: Path) -> None:
     cases = [
         ["--primary", "el1=http://127.0.0.1:1/", "--backup", "el1=http://127.0.0.1:2/"],
         ["--primary", "el1=http://127.0.0.1:1/", "--config", str(config)],
