@@ -82,9 +82,14 @@ async def test_kv02_ready_before_recovery_reads_an_unopened_store(start_cluster,
     cluster.stop("kv1")
     svc = cluster["kv1"]
     wrong_after_ready: dict[str, str | None] = {}
+    seen = len(svc.logs())  # the log file is appended across restarts: look at new lines only
+
+    def logged(event: str) -> bool:
+        return any(r["event"] == event for r in svc.logs()[seen:])
+
     with cluster.hold_store_writer("kv1"):  # the store's recovery cannot finish until we let go
         await cluster.restart("kv1", wait=False)
-        assert await until(lambda: any(r["event"] == "store.opening" for r in svc.logs()), 15)
+        assert await until(lambda: logged("store.opening"), 15)
         ready_while_held = await until(lambda: cluster.health("kv1") == "SERVING", 1.0)
         if ready_while_held:
             got = await read_all(cluster, "kv1", data)
@@ -93,7 +98,7 @@ async def test_kv02_ready_before_recovery_reads_an_unopened_store(start_cluster,
             with pytest.raises(Unavailable, match="not serving yet"):
                 c.get("k0")
     await svc.await_ready()
-    assert await until(lambda: any(r["event"] == "serving" for r in svc.logs()), 15)  # recovered for real
+    assert await until(lambda: logged("serving"), 15)  # recovered for real
     got = await read_all(cluster, "kv1", data)
     print(f"[{mode}] SERVING before recovery: {ready_while_held}; wrong reads right after ready: "
           f"{len(wrong_after_ready)} of {len(data)} (e.g. {list(wrong_after_ready.items())[:2]})")
@@ -210,7 +215,7 @@ async def test_kv06_serve_before_catch_up_gives_stale_reads(start_cluster, mode:
     cluster.kill("kv3")
     versions_kv1 = {k: kv1.put(k, "new").version for k in keys}
     for link in cluster.run.links.of("kv3"):  # kv3's links are slow: catching up takes a while
-        link.delay(0.3)
+        link.delay(0.2)
     await cluster.restart("kv3")
     kv3 = KVClient(cluster.address("kv3"), carry_version=False)
     stale, backwards = 0, 0

@@ -3,6 +3,9 @@ SIGTERM, durable per-peer cursors."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import lmdb
 import pytest
 from workbook.history import classify
@@ -55,8 +58,15 @@ async def test_peer_cursors_are_durable(start_cluster) -> None:
     kv1.put("a", "1")
     kv1.put("b", "2")
     await cluster.wait_converged(10)
-    live = {p["name"]: p["acked"].get("kv1") for p in kv1.status()["peers"]}
-    assert live == {"kv2": 2, "kv3": 2}
+
+    def acked() -> dict[str, int | None]:
+        return {p["name"]: p["acked"].get("kv1") for p in kv1.status()["peers"]}
+
+    deadline = time.monotonic() + 10
+    while acked() != {"kv2": 2, "kv3": 2}:  # the next heartbeat reply carries the peers' positions
+        assert time.monotonic() < deadline, acked()
+        await asyncio.sleep(0.02)
+    live = acked()
     assert cluster.stop("kv1") == 0
     env = lmdb.open(str(cluster.data_dir("kv1")), max_dbs=4, map_size=256 << 20, readonly=True)
     with env.begin() as txn:
