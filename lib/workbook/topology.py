@@ -128,11 +128,13 @@ def http_health(path: str = "/health", *, timeout: float = 1.0, endpoint: str = 
     The base URL is ``info[endpoint]`` from the ready file, or ``http://<listen>/`` if it has none.
     """
 
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+
     def check(svc: Service) -> bool:
         base = svc.info.get(endpoint) or f"http://{svc.address}/"
         url = base.rstrip("/") + "/" + path.lstrip("/")
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with opener.open(url, timeout=timeout) as resp:
                 return 200 <= resp.status < 300
         except (urllib.error.URLError, OSError, ValueError):
             return False
