@@ -178,7 +178,7 @@ class Link:
                 await self._until(lambda: self.mode != "blackhole" or conn.closed)
                 try:
                     data = await reader.read(_CHUNK)
-                except OSError:
+                except (OSError, RuntimeError):
                     conn.reset()  # the peer reset us: pass the reset on
                     return
                 if not data:
@@ -195,7 +195,7 @@ class Link:
                     try:  # fast path: nothing ahead of this chunk
                         writer.write(data)
                         await writer.drain()
-                    except OSError:
+                    except (OSError, RuntimeError):
                         conn.reset()
                         return
                     self.bytes[direction] += len(data)
@@ -226,7 +226,7 @@ class Link:
                     return
                 writer.write(data)
                 await writer.drain()
-            except OSError:
+            except (OSError, RuntimeError):
                 conn.reset()
                 return
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -221,3 +222,19 @@ def test_close_joins_the_thread_and_frees_the_port(echo: Service) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=2).close()
     sock.close()
+
+
+async def test_async_clients_and_controls_share_a_loop_without_deadlock(run: Run, echo: Service) -> None:
+    # A notebook's event loop drives clients while it calls the (blocking, quick) controls.
+    link = run.links.add("l", echo.info["echo"])
+    host, port = link.address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+    link.delay(0.05)
+    writer.write(b"slow")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"slow"
+    link.cut()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(10), 5)
+    writer.close()
