@@ -525,12 +525,13 @@ class Run:
         return svc.start(wait=wait)
 
     async def astart(self, name: str, argv: Sequence[str], *, health: Health | None = None,
-                     ready_timeout: float = 15.0, env: dict[str, str] | None = None,
+                     ready_timeout: float = 15.0, env: dict[str, str] | None = None, wait: bool = True,
                      ready_file: bool = True, log_file: bool = True) -> Service:
-        """:meth:`start` without blocking the event loop."""
+        """:meth:`start` without blocking the event loop (``wait=False``: launch only; later
+        ``await svc.await_ready()``)."""
         svc = self._new_service(name, argv, health, ready_timeout, env, ready_file, log_file)
         await asyncio.to_thread(svc.start, wait=False)
-        return await svc.await_ready()
+        return await svc.await_ready() if wait else svc
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
