@@ -8,11 +8,10 @@ import sys
 import time
 
 import pytest
-from workbook.kvcluster import kv_health
-from workbook.topology import Run, ServiceError
-
 from kvstore.client import InvalidArgument, KeyNotFound, KVClient, KVError, StorageFull
 from kvstore.clock import Stamp
+from workbook.kvcluster import kv_health
+from workbook.topology import Run, ServiceError
 
 KV = [sys.executable, "-m", "kvstore"]
 

@@ -12,14 +12,13 @@ import time
 
 import grpc
 import pytest
+from kvstore.client import KeyNotFound, KVClient, Unavailable
+from kvstore.proto import kvstore_pb2 as pb
+from kvstore.proto import kvstore_pb2_grpc as pbg
 from workbook.checkers import last_write_check, set_check
 from workbook.history import History
 from workbook.kvcluster import kv_health, read_all, write_unique
 from workbook.topology import ServiceError
-
-from kvstore.client import KeyNotFound, KVClient, Unavailable
-from kvstore.proto import kvstore_pb2 as pb
-from kvstore.proto import kvstore_pb2_grpc as pbg
 
 MODES = ["incident", "fixed"]
 

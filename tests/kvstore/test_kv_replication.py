@@ -8,9 +8,8 @@ import time
 
 import lmdb
 import pytest
+from kvstore.client import KeyNotFound, OutcomeUnknown
 from workbook.history import classify
-
-from kvstore.client import OutcomeUnknown
 
 
 async def test_a_deadline_after_the_local_commit_is_outcome_unknown(start_cluster) -> None:
@@ -77,3 +76,20 @@ async def test_peer_cursors_are_durable(start_cluster) -> None:
     assert stored == {"kv2": 2, "kv3": 2}
     await cluster.restart("kv1")
     assert {p["name"]: p["acked"].get("kv1") for p in kv1.status()["peers"]} == live
+
+
+async def test_replicated_versions_too_far_ahead_are_refused_until_the_clock_is_fixed(start_cluster) -> None:
+    cluster = await start_cluster()
+    cluster.set_clock_offset("kv3", -60.0)  # kv3's clock is a minute behind: everyone else is "ahead"
+    kv1 = cluster.client("kv1")
+    kv1.put("k", "v")  # W=2: kv1 + kv2
+    deadline = time.monotonic() + 10
+    while not any(r["event"] == "peer.error" and "ahead of this node's clock" in r.get("error", "")
+                  for r in cluster["kv1"].logs()):
+        assert time.monotonic() < deadline, "kv3 never refused kv1's entries"
+        await asyncio.sleep(0.02)
+    with pytest.raises(KeyNotFound):
+        cluster.client("kv3").get("k")
+    cluster.set_clock_offset("kv3", 0.0)
+    await cluster.wait_converged(15)
+    assert cluster.client("kv3").get("k").text == "v"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kvstore.client import KeyNotFound, Unavailable
 from workbook.checkers import last_write_check, set_check
 from workbook.history import History
 from workbook.kvcluster import read_all, write_unique
-
-from kvstore.client import KeyNotFound, Unavailable
 
 
 async def test_recovery_from_kill_9(start_cluster) -> None:

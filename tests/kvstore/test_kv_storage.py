@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.storage import Store, StoreFull
 
