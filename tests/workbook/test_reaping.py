@@ -105,3 +105,14 @@ def test_down_kills_survivors_but_never_a_recycled_pid(own_registry: Path, tmp_p
 def test_unreadable_registry_entries_are_ignored(own_registry: Path) -> None:
     (own_registry / "garbage.json").write_text("{not json")
     assert registry.reap() == []
+
+
+def test_exit_hook_closes_runs_left_open(own_registry: Path, tiny_program: list[str]) -> None:
+    script = OWNER.replace("sys.stdin.read()", "")  # exits without closing its run
+    done = subprocess.run([sys.executable, "-c", script, *tiny_program], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    run_dir, pid = done.stdout.split()
+    assert proc_start_time(int(pid)) is None, "the service must be stopped by the exit hook"
+    assert not Path(run_dir).exists()
+    assert list(own_registry.glob("*.json")) == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,30 @@ def test_failure_and_time_limit_are_reported_and_nothing_is_left(env: dict[str, 
     started = [json.loads(line) for line in processes.read_text().splitlines()]
     assert [p["name"] for p in started] == ["tiny"]
     assert not any(registry.is_alive(p["pid"], p["start_time"]) for p in started)
+    assert list(Path(env["WORKBOOK_REGISTRY"]).glob("*.json")) == []
+
+
+def test_interrupted_run_stops_everything_and_still_summarises(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "workbook.cli", "run", "fx-slow", "--no-html",
+                             "--output", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((out / "runs").glob("fx-slow.fixed/*/tiny.ready.json")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the fixture service never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, output
+    [row] = summary(out)["results"]
+    assert row["verdict"] == "interrupted"
+    [processes] = (out / "runs" / "fx-slow.fixed").glob("*/processes.jsonl")
+    started = [json.loads(line) for line in processes.read_text().splitlines()]
+    assert started and not any(registry.is_alive(p["pid"], p["start_time"]) for p in started)
     assert list(Path(env["WORKBOOK_REGISTRY"]).glob("*.json")) == []
 
 
