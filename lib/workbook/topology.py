@@ -251,7 +251,8 @@ class Service:
     # lifecycle -------------------------------------------------------------------------------------
     def _launch(self) -> None:
         self.ready_path.unlink(missing_ok=True)
-        self.info = {}
+        # Until the new ready file arrives, keep the old endpoints: a restart pins the listen address.
+        self.info = {k: v for k, v in self.info.items() if k not in ("pid", "started_at")}
         self.paused = False
         argv = self.full_argv()
         with self.out_path.open("ab") as out:
@@ -275,7 +276,7 @@ class Service:
                 return False, f"ready file names pid {info.get('pid')}, not {self.proc.pid}"
             self.info = info
         else:
-            self.info = {"name": self.name, "pid": self.proc.pid}
+            self.info = {**self.info, "name": self.name, "pid": self.proc.pid}
         if self.health is not None and not self.health(self):
             return False, f"health check {getattr(self.health, '__name__', 'health')} not passing"
         return True, ""
