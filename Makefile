@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/workbook run --mode both --profile ci
 
+# Each session gets its own temp root (concurrent sessions on one machine never share pytest's basetemp),
+# removed afterwards whatever the outcome.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider
+	@tmp=$$(mktemp -d -t workbook-pytest.XXXXXX); \
+	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider $(PYTEST_ARGS); \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib services tests bench
