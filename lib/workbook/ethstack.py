@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from workbook.links import Link
 from workbook.topology import Run, Service, http_health
+from workbook.waiting import wait_until
 
 NODES = {"el1": "primary", "el2": "backup"}
 PROXY = "proxy"
@@ -194,6 +195,45 @@ class EthStack:
         """The proxy's ``/metrics``, parsed: family name → prometheus_client Metric (see :func:`samples`)."""
         text = await self._get("/metrics", timeout)
         return {family.name: family for family in text_string_to_metric_families(text)}
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """One row per client WebSocket session of the proxy (``/status`` ``session_details``)."""
+        return (await self.status())["session_details"]
+
+    async def node_health(self, name: str) -> dict[str, Any]:
+        """The proxy's view of upstream *name*: healthy, head, lag, consecutive failures."""
+        return next(n for n in (await self.status())["nodes"] if n["name"] == name)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of *name* whose labels include *labels*, from the proxy's ``/metrics``."""
+        return sum(value for _labels, value in samples(await self.metrics(), name, **labels))
+
+    async def wait_sessions_on(self, upstream: str, count: int = 1, timeout: float = 15.0) -> float:  # noqa: ASYNC109
+        """Wait until *count* sessions are attached to *upstream* and none is moving; seconds taken."""
+
+        async def settled() -> bool:
+            details = await self.sessions()
+            return (sum(1 for s in details if s["upstream"] == upstream) == count
+                    and not any(s["moving"] for s in details))
+
+        return await wait_until(settled, timeout, f"{count} session(s) settled on {upstream}")
+
+    async def wait_moving(self, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        """Wait until some session is in the middle of a move."""
+
+        async def moving() -> bool:
+            return any(s["moving"] for s in await self.sessions())
+
+        return await wait_until(moving, timeout, "a session is moving")
+
+    async def wait_moves(self, moves: int, timeout: float = 15.0) -> float:  # noqa: ASYNC109
+        """Wait until every session has completed *moves* moves (the first attach counts) and settled."""
+
+        async def done() -> bool:
+            details = await self.sessions()
+            return bool(details) and all(s["moves"] >= moves and not s["moving"] for s in details)
+
+        return await wait_until(done, timeout, f"sessions made {moves} moves")
 
     def logs(self) -> Any:
         """Every process's JSON-lines log as one pandas DataFrame sorted by ``ts``."""
