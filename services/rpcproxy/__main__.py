@@ -34,10 +34,19 @@ endpoints: POST / (JSON-RPC, single or batch), GET /ws (WebSocket), GET /status,
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="rpcproxy", description=__doc__, epilog=EPILOG,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--listen", default="127.0.0.1:0", type=parse_hostport, metavar="HOST:PORT",
-                        help="address to listen on (default 127.0.0.1:0 = a free port, see --ready-file)")
+    parser = ArgumentParser(
+        prog="rpcproxy",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:0 = a free port, see --ready-file)",
+    )
     parser.add_argument("--name", default="rpcproxy", help="name in logs and the ready file")
     parser.add_argument("--primary", action="append", default=[], metavar="NAME=URL", help="a primary node")
     parser.add_argument("--backup", action="append", default=[], metavar="NAME=URL", help="a backup node")
@@ -48,8 +57,15 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-async def serve(config: ProxyConfig, defects: frozenset[str], log: JsonLogger, host: str, port: int,
-                name: str, ready_file: str | None) -> None:
+async def serve(
+    config: ProxyConfig,
+    defects: frozenset[str],
+    log: JsonLogger,
+    host: str,
+    port: int,
+    name: str,
+    ready_file: str | None,
+) -> None:
     """Run until SIGTERM/SIGINT."""
     proxy = Proxy(config, defects, log)
     stop = asyncio.Event()
@@ -58,11 +74,21 @@ async def serve(config: ProxyConfig, defects: frozenset[str], log: JsonLogger, h
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await proxy.start(host, port)
     listen = format_hostport(bound_host, bound_port)
-    write_ready_file(ready_file, name=name, service="rpcproxy", listen=listen,
-                     http=f"http://{listen}/", ws=f"ws://{listen}/ws",
-                     upstreams=[u.name for u in config.upstreams])
-    log.info("proxy.listening", listen=listen, upstreams=[vars(u) for u in config.upstreams],
-             config={k: v for k, v in vars(config).items() if k != "upstreams"})
+    write_ready_file(
+        ready_file,
+        name=name,
+        service="rpcproxy",
+        listen=listen,
+        http=f"http://{listen}/",
+        ws=f"ws://{listen}/ws",
+        upstreams=[u.name for u in config.upstreams],
+    )
+    log.info(
+        "proxy.listening",
+        listen=listen,
+        upstreams=[vars(u) for u in config.upstreams],
+        config={k: v for k, v in vars(config).items() if k != "upstreams"},
+    )
     await stop.wait()
     log.info("proxy.stopping")
     await proxy.stop()

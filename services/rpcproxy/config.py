@@ -27,29 +27,61 @@ OPTIONS: dict[str, tuple[type, Any, float | None, str]] = {
     "unhealthy_after": (int, 3, 1, "consecutive failed checks before a node is marked unhealthy"),
     "healthy_after": (int, 2, 1, "consecutive good checks before an unhealthy node is healthy again"),
     "max_lag_blocks": (int, 5, 0, "a check whose head is more than this behind the chain head fails"),
-    "failback_after": (float, 1.0, 0.0,
-                       "seconds a better (earlier-listed) node must have been healthy before sessions "
-                       "move back to it"),
-    "request_timeout": (float, 10.0, 0.001,
-                        "deadline of one upstream HTTP request; read-only methods then go to the next node"),
+    "failback_after": (
+        float,
+        1.0,
+        0.0,
+        "seconds a better (earlier-listed) node must have been healthy before sessions move back to it",
+    ),
+    "request_timeout": (
+        float,
+        10.0,
+        0.001,
+        "deadline of one upstream HTTP request; read-only methods then go to the next node",
+    ),
     "batch_limit": (int, 100, 1, "largest accepted batch (HTTP and WebSocket)"),
     "body_limit": (int, 262144, 64, "largest accepted HTTP request body in bytes (over it: HTTP 413)"),
-    "deny_prefixes": (list, ["admin_", "debug_", "personal_", "miner_", "engine_"], None,
-                      "method name prefixes the proxy refuses (-32601)"),
-    "extra_read_only_methods": (list, [], None,
-                                "methods to treat as read-only (retried / re-sent) on top of the built-in set"),
+    "deny_prefixes": (
+        list,
+        ["admin_", "debug_", "personal_", "miner_", "engine_"],
+        None,
+        "method name prefixes the proxy refuses (-32601)",
+    ),
+    "extra_read_only_methods": (
+        list,
+        [],
+        None,
+        "methods to treat as read-only (retried / re-sent) on top of the built-in set",
+    ),
     "pool_size": (int, 64, 1, "pooled HTTP connections per upstream"),
-    "ws_max_message_size": (int, 1048576, 128, "largest WebSocket message in bytes, client and upstream side"),
-    "ws_ping_interval": (float, 20.0, 0.0,
-                         "WebSocket keep-alive ping interval (client and upstream side), 0 disables"),
+    "ws_max_message_size": (
+        int,
+        1048576,
+        128,
+        "largest WebSocket message in bytes, client and upstream side",
+    ),
+    "ws_ping_interval": (
+        float,
+        20.0,
+        0.0,
+        "WebSocket keep-alive ping interval (client and upstream side), 0 disables",
+    ),
     "ws_connect_timeout": (float, 5.0, 0.001, "deadline to open and handshake an upstream WebSocket"),
     "ws_resubscribe_timeout": (float, 5.0, 0.001, "deadline for the re-subscriptions of a move"),
-    "ws_drain_timeout": (float, 5.0, 0.0,
-                         "after a make-before-break move, how long the old upstream may finish its "
-                         "in-flight requests before it is closed (leftover reads are re-sent)"),
-    "ws_move_timeout": (float, 10.0, 0.001,
-                        "how long queued client messages may wait for an upstream during a move before "
-                        "they are answered with an error"),
+    "ws_drain_timeout": (
+        float,
+        5.0,
+        0.0,
+        "after a make-before-break move, how long the old upstream may finish its "
+        "in-flight requests before it is closed (leftover reads are re-sent)",
+    ),
+    "ws_move_timeout": (
+        float,
+        10.0,
+        0.001,
+        "how long queued client messages may wait for an upstream during a move before "
+        "they are answered with an error",
+    ),
     "ws_queue_max_messages": (int, 1000, 1, "client messages a session queues during a move"),
     "ws_queue_max_bytes": (int, 1048576, 1, "bytes of client messages a session queues during a move"),
     "ws_max_subscriptions": (int, 100, 1, "subscriptions one session may hold"),
@@ -189,8 +221,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 
-def build_config(primaries: list[str], backups: list[str], config_file: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> ProxyConfig:
+def build_config(
+    primaries: list[str],
+    backups: list[str],
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ProxyConfig:
     """The validated configuration of a proxy (what ``rpcproxy``'s command line describes)."""
     cfg = ProxyConfig()
     if config_file:

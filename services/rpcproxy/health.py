@@ -81,16 +81,27 @@ class NodeHealth:
         return now - self.healthy_since if self.healthy and self.healthy_since is not None else -1.0
 
     def as_json(self, now: float) -> dict[str, Any]:
-        return {"name": self.name, "role": self.spec.role, "priority": self.spec.priority,
-                "http": self.spec.http_url, "ws": self.spec.ws_url, "healthy": self.healthy,
-                "head": self.head, "lag": self.lag, "consecutive_failures": self.consecutive_failures,
-                "consecutive_successes": self.consecutive_successes, "last_error": self.last_error,
-                "last_check_at": self.last_check_at, "healthy_for": round(max(self.healthy_for(now), 0), 3),
-                "checks": self.checks}
+        return {
+            "name": self.name,
+            "role": self.spec.role,
+            "priority": self.spec.priority,
+            "http": self.spec.http_url,
+            "ws": self.spec.ws_url,
+            "healthy": self.healthy,
+            "head": self.head,
+            "lag": self.lag,
+            "consecutive_failures": self.consecutive_failures,
+            "consecutive_successes": self.consecutive_successes,
+            "last_error": self.last_error,
+            "last_check_at": self.last_check_at,
+            "healthy_for": round(max(self.healthy_for(now), 0), 3),
+            "checks": self.checks,
+        }
 
 
-def judge_round(nodes: list[NodeHealth], results: dict[str, CheckResult], max_lag: int,
-                now: float) -> tuple[int | None, dict[str, bool]]:
+def judge_round(
+    nodes: list[NodeHealth], results: dict[str, CheckResult], max_lag: int, now: float
+) -> tuple[int | None, dict[str, bool]]:
     """Apply one round of results: chain head = highest head seen, lag above *max_lag* is a failure.
 
     Returns the chain head and the nodes whose ``healthy`` changed (name → new value).
@@ -153,7 +164,8 @@ class HealthMonitor:
         # The check client has no pool-wide deadline: each check carries its own (or none, under the defect).
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=4),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None))
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
+        )
         await self.run_round()
         self._task = asyncio.create_task(self._loop(), name="health-monitor")
 
@@ -197,24 +209,24 @@ class HealthMonitor:
         for listener in list(self._listeners):
             listener()
 
-    async def next_round(self, timeout: float) -> None:
-        """Wait (at most *timeout*) for the next round to complete."""
+    async def next_round(self, within: float) -> None:
+        """Wait (at most *within* seconds) for the next round to complete."""
         event = self._round_event
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), within)
 
-    async def _check(self, spec: UpstreamSpec, timeout: float | None) -> CheckResult:
+    async def _check(self, spec: UpstreamSpec, deadline: float | None) -> CheckResult:
         assert self._session is not None
         started = time.monotonic()
         body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline):
                 async with self._session.post(spec.http_url, json=body) as resp:
                     payload = await resp.json(content_type=None)
             head = _parse_head(payload)
             return CheckResult(head, None, time.monotonic() - started)
         except TimeoutError:
-            return CheckResult(None, f"deadline of {timeout}s exceeded", time.monotonic() - started)
+            return CheckResult(None, f"deadline of {deadline}s exceeded", time.monotonic() - started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -249,8 +261,11 @@ class HealthMonitor:
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"chain_head": self.chain_head, "rounds": self.rounds,
-                "nodes": [n.as_json(now) for n in self.nodes]}
+        return {
+            "chain_head": self.chain_head,
+            "rounds": self.rounds,
+            "nodes": [n.as_json(now) for n in self.nodes],
+        }
 
 
 def _parse_head(payload: Any) -> int:
@@ -262,4 +277,3 @@ def _parse_head(payload: Any) -> int:
     if not isinstance(result, str) or not result.startswith("0x"):
         raise ValueError(f"eth_blockNumber result {result!r} is not a hex quantity")
     return int(result, 16)
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -21,17 +22,43 @@ from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
 from rpcproxy.metrics import ProxyMetrics
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade",
-    # recomputed or meaningless on the other hop
-    "host", "content-length", "content-encoding", "accept-encoding",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        # recomputed or meaningless on the other hop
+        "host",
+        "content-length",
+        "content-encoding",
+        "accept-encoding",
+    }
+)
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
 class UpstreamFailed(Exception):
     """No upstream produced an answer."""
+
+
+class CountingConnector(aiohttp.TCPConnector):
+    """A connector that counts the TCP connections it opens, per upstream (cheaper than request tracing)."""
+
+    def __init__(self, on_open: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_open = on_open
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 (aiohttp's)
+        connection = await super()._create_connection(req, traces, timeout)
+        self._on_open(req.url)
+        return connection
 
 
 def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
@@ -48,8 +75,15 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 class HttpForwarder:
     """Handles ``POST /``."""
 
-    def __init__(self, config: ProxyConfig, monitor: HealthMonitor, metrics: ProxyMetrics, log: JsonLogger,
-                 defects: frozenset[str], policy: jsonrpc.MethodPolicy) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        monitor: HealthMonitor,
+        metrics: ProxyMetrics,
+        log: JsonLogger,
+        defects: frozenset[str],
+        policy: jsonrpc.MethodPolicy,
+    ) -> None:
         self.cfg = config
         self.monitor = monitor
         self.metrics = metrics
@@ -57,12 +91,12 @@ class HttpForwarder:
         self.per_request = "client-per-request" in defects
         self.policy = policy
         self._session: aiohttp.ClientSession | None = None
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_connection_create_end.append(self._connection_opened)
+        self._names = {
+            (urlsplit(u.http_url).hostname, urlsplit(u.http_url).port): u.name for u in config.upstreams
+        }
 
-    async def _connection_opened(self, _session: Any, ctx: Any, _params: Any) -> None:
-        upstream = (ctx.trace_request_ctx or {}).get("upstream", "") if ctx.trace_request_ctx else ""
-        self.metrics.upstream_connections.labels(upstream).inc()
+    def _connection_opened(self, url: Any) -> None:
+        self.metrics.upstream_connections.labels(self._names.get((url.host, url.port), "")).inc()
 
     async def start(self) -> None:
         self._session = self._new_session(pooled=True)
@@ -72,19 +106,33 @@ class HttpForwarder:
             await self._session.close()
 
     def _new_session(self, *, pooled: bool) -> aiohttp.ClientSession:
-        connector = (aiohttp.TCPConnector(limit=0, limit_per_host=self.cfg.pool_size, keepalive_timeout=30)
-                     if pooled else aiohttp.TCPConnector(force_close=True, limit=0))
-        return aiohttp.ClientSession(connector=connector, trace_configs=[self._trace],
-                                     timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False,
-                                     skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"))
+        connector = (
+            CountingConnector(
+                self._connection_opened, limit=0, limit_per_host=self.cfg.pool_size, keepalive_timeout=30
+            )
+            if pooled
+            else CountingConnector(self._connection_opened, force_close=True, limit=0)
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         body = await self._read_body(request)
         if body is None:
             self.metrics.requests.labels("http", "other", "", "limited").inc()
-            return _json(error(None, jsonrpc.LIMIT_EXCEEDED,
-                               f"request body exceeds the limit of {self.cfg.body_limit} bytes"), 413)
+            return _json(
+                error(
+                    None,
+                    jsonrpc.LIMIT_EXCEEDED,
+                    f"request body exceeds the limit of {self.cfg.body_limit} bytes",
+                ),
+                413,
+            )
         obj, problem = jsonrpc.decode(body)
         if problem is not None:
             self.metrics.requests.labels("http", "other", "", "invalid").inc()
@@ -95,8 +143,8 @@ class HttpForwarder:
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         limit = self.cfg.body_limit
-        if request.content_length is not None and request.content_length > limit:
-            return None
+        if request.content_length is not None:
+            return None if request.content_length > limit else await request.read()
         data = bytearray()
         async for chunk in request.content.iter_any():
             data += chunk
@@ -104,7 +152,9 @@ class HttpForwarder:
                 return None
         return bytes(data)
 
-    async def _single(self, request: web.Request, body: bytes, obj: Any, started: float) -> web.StreamResponse:
+    async def _single(
+        self, request: web.Request, body: bytes, obj: Any, started: float
+    ) -> web.StreamResponse:
         m = self.metrics
         problem = jsonrpc.request_problem(obj)
         if problem is not None:
@@ -116,7 +166,9 @@ class HttpForwarder:
             m.requests.labels("http", label, "", "denied").inc()
             return _json(self.policy.deny_error(obj.get("id"), method))
         try:
-            status, headers, payload, upstream = await self.forward(request, body, self.policy.is_read_only(method))
+            status, headers, payload, upstream = await self.forward(
+                request, body, self.policy.is_read_only(method)
+            )
         except UpstreamFailed as exc:
             m.requests.labels("http", label, "", "upstream_error").inc()
             return _json(error(obj.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)), 502)
@@ -125,16 +177,22 @@ class HttpForwarder:
         m.latency.labels("http", upstream).observe(time.monotonic() - started)
         return web.Response(body=payload, status=status, headers=headers)
 
-    async def _batch(self, request: web.Request, body: bytes, items: list[Any],
-                     started: float) -> web.StreamResponse:
+    async def _batch(
+        self, request: web.Request, body: bytes, items: list[Any], started: float
+    ) -> web.StreamResponse:
         m = self.metrics
         if not items:
             m.requests.labels("http", "batch", "", "invalid").inc()
             return _json(error(None, jsonrpc.INVALID_REQUEST, "invalid request: empty batch"))
         if len(items) > self.cfg.batch_limit:
             m.requests.labels("http", "batch", "", "limited").inc()
-            return _json(error(None, jsonrpc.LIMIT_EXCEEDED,
-                               f"batch of {len(items)} exceeds the limit of {self.cfg.batch_limit}"))
+            return _json(
+                error(
+                    None,
+                    jsonrpc.LIMIT_EXCEEDED,
+                    f"batch of {len(items)} exceeds the limit of {self.cfg.batch_limit}",
+                )
+            )
         local: list[dict[str, Any]] = []
         remote: list[Any] = []
         for item in items:
@@ -155,8 +213,9 @@ class HttpForwarder:
             status, headers, payload, upstream = await self.forward(request, upstream_body, read_only)
         except UpstreamFailed as exc:
             m.requests.labels("http", "batch", "", "upstream_error").inc()
-            answers = local + [error(i.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) for i in remote
-                               if "id" in i]
+            answers = local + [
+                error(i.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) for i in remote if "id" in i
+            ]
             return _json(answers, 502)
         m.requests.labels("http", "batch", upstream, "ok").inc()
         m.latency.labels("http", upstream).observe(time.monotonic() - started)
@@ -164,12 +223,20 @@ class HttpForwarder:
             return web.Response(body=payload, status=status, headers=headers)
         upstream_answers, problem = jsonrpc.decode(payload)
         if problem is not None or not isinstance(upstream_answers, list):
-            upstream_answers = [error(i.get("id"), jsonrpc.INTERNAL_ERROR, "upstream answered a batch with "
-                                      "something other than an array") for i in remote if "id" in i]
+            upstream_answers = [
+                error(
+                    i.get("id"),
+                    jsonrpc.INTERNAL_ERROR,
+                    "upstream answered a batch with something other than an array",
+                )
+                for i in remote
+                if "id" in i
+            ]
         return _json(local + upstream_answers)
 
-    async def forward(self, request: web.Request, body: bytes,
-                      read_only: bool) -> tuple[int, CIMultiDict[str], bytes, str]:
+    async def forward(
+        self, request: web.Request, body: bytes, read_only: bool
+    ) -> tuple[int, CIMultiDict[str], bytes, str]:
         """Send *body* to the first healthy node; on a connection error or deadline, reads go to the next."""
         nodes = await self.monitor.routable()
         if not nodes:
@@ -193,22 +260,24 @@ class HttpForwarder:
             return status, resp_headers, payload, node.name
         raise UpstreamFailed(f"upstream {last_error}")
 
-    async def _post(self, node: NodeHealth, headers: CIMultiDict[str],
-                    body: bytes) -> tuple[int, CIMultiDict[str], bytes]:
-        ctx = {"upstream": node.name}
+    async def _post(
+        self, node: NodeHealth, headers: CIMultiDict[str], body: bytes
+    ) -> tuple[int, CIMultiDict[str], bytes]:
         async with asyncio.timeout(self.cfg.request_timeout):
             if self.per_request:
                 # Historical: a fresh client (and TCP connection) for every request, closed right after.
                 async with self._new_session(pooled=False) as session:
-                    return await self._exchange(session, node, headers, body, ctx)
+                    return await self._exchange(session, node, headers, body)
             assert self._session is not None
-            return await self._exchange(self._session, node, headers, body, ctx)
+            return await self._exchange(self._session, node, headers, body)
 
     @staticmethod
-    async def _exchange(session: aiohttp.ClientSession, node: NodeHealth, headers: CIMultiDict[str],
-                        body: bytes, ctx: dict[str, str]) -> tuple[int, CIMultiDict[str], bytes]:
-        headers = CIMultiDict(headers)
-        headers.setdefault("Content-Type", "application/json")
-        async with session.post(node.spec.http_url, data=body, headers=headers, trace_request_ctx=ctx) as resp:
+    async def _exchange(
+        session: aiohttp.ClientSession, node: NodeHealth, headers: CIMultiDict[str], body: bytes
+    ) -> tuple[int, CIMultiDict[str], bytes]:
+        if "Content-Type" not in headers:
+            headers = CIMultiDict(headers)
+            headers["Content-Type"] = "application/json"
+        async with session.post(node.spec.http_url, data=body, headers=headers) as resp:
             payload = await resp.read()
             return resp.status, forwardable(resp.headers, frozenset({"date", "server"})), payload

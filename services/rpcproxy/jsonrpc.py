@@ -16,21 +16,52 @@ UPSTREAM_UNAVAILABLE = -32000  # no upstream could serve it, or the one that had
 LIMIT_EXCEEDED = -32005  # a proxy cap (queue, subscriptions, in-flight, batch) was reached
 
 # Reads: answering them twice (once from a lost upstream, once after a retry) changes nothing.
-READ_ONLY_METHODS = frozenset({
-    "eth_blockNumber", "eth_chainId", "eth_gasPrice", "eth_maxPriorityFeePerGas", "eth_feeHistory",
-    "eth_blobBaseFee", "eth_syncing", "eth_protocolVersion", "eth_accounts", "eth_coinbase", "eth_mining",
-    "eth_hashrate", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getTransactionCount",
-    "eth_getProof", "eth_call", "eth_estimateGas", "eth_createAccessList", "eth_getLogs",
-    "eth_getBlockByNumber", "eth_getBlockByHash", "eth_getBlockReceipts",
-    "eth_getBlockTransactionCountByNumber", "eth_getBlockTransactionCountByHash",
-    "eth_getUncleCountByBlockNumber", "eth_getUncleCountByBlockHash",
-    "eth_getUncleByBlockNumberAndIndex", "eth_getUncleByBlockHashAndIndex",
-    "eth_getTransactionByHash", "eth_getTransactionByBlockNumberAndIndex",
-    "eth_getTransactionByBlockHashAndIndex", "eth_getTransactionReceipt",
-    "net_version", "net_listening", "net_peerCount", "web3_clientVersion", "web3_sha3",
-    # Over WebSocket a lost subscribe/unsubscribe is re-issued against the new upstream's state.
-    "eth_subscribe", "eth_unsubscribe",
-})
+READ_ONLY_METHODS = frozenset(
+    {
+        "eth_blockNumber",
+        "eth_chainId",
+        "eth_gasPrice",
+        "eth_maxPriorityFeePerGas",
+        "eth_feeHistory",
+        "eth_blobBaseFee",
+        "eth_syncing",
+        "eth_protocolVersion",
+        "eth_accounts",
+        "eth_coinbase",
+        "eth_mining",
+        "eth_hashrate",
+        "eth_getBalance",
+        "eth_getCode",
+        "eth_getStorageAt",
+        "eth_getTransactionCount",
+        "eth_getProof",
+        "eth_call",
+        "eth_estimateGas",
+        "eth_createAccessList",
+        "eth_getLogs",
+        "eth_getBlockByNumber",
+        "eth_getBlockByHash",
+        "eth_getBlockReceipts",
+        "eth_getBlockTransactionCountByNumber",
+        "eth_getBlockTransactionCountByHash",
+        "eth_getUncleCountByBlockNumber",
+        "eth_getUncleCountByBlockHash",
+        "eth_getUncleByBlockNumberAndIndex",
+        "eth_getUncleByBlockHashAndIndex",
+        "eth_getTransactionByHash",
+        "eth_getTransactionByBlockNumberAndIndex",
+        "eth_getTransactionByBlockHashAndIndex",
+        "eth_getTransactionReceipt",
+        "net_version",
+        "net_listening",
+        "net_peerCount",
+        "web3_clientVersion",
+        "web3_sha3",
+        # Over WebSocket a lost subscribe/unsubscribe is re-issued against the new upstream's state.
+        "eth_subscribe",
+        "eth_unsubscribe",
+    }
+)
 
 
 def _reject_constant(name: str) -> Any:
@@ -107,11 +138,23 @@ class MethodPolicy:
         return error(req_id, METHOD_NOT_FOUND, f"method {method!r} is not allowed through this proxy")
 
 
-_KNOWN_WRITES = frozenset({
-    "eth_sendRawTransaction", "eth_sendTransaction", "eth_sign", "eth_signTransaction", "eth_signTypedData_v4",
-    "eth_newFilter", "eth_newBlockFilter", "eth_newPendingTransactionFilter", "eth_getFilterChanges",
-    "eth_getFilterLogs", "eth_uninstallFilter", "eth_submitWork", "eth_submitHashrate",
-})
+_KNOWN_WRITES = frozenset(
+    {
+        "eth_sendRawTransaction",
+        "eth_sendTransaction",
+        "eth_sign",
+        "eth_signTransaction",
+        "eth_signTypedData_v4",
+        "eth_newFilter",
+        "eth_newBlockFilter",
+        "eth_newPendingTransactionFilter",
+        "eth_getFilterChanges",
+        "eth_getFilterLogs",
+        "eth_uninstallFilter",
+        "eth_submitWork",
+        "eth_submitHashrate",
+    }
+)
 
 
 def method_label(method: str) -> str:

@@ -22,14 +22,14 @@ from rpcproxy.tables import IdAllocator
 
 DEFECTS = {
     "replay-leak": "on reconnection, re-send each tracked eth_subscribe under the client's original request "
-                   "id and forward the upstream's answer to the client",
+    "id and forward the upstream's answer to the client",
     "unmapped-subscriptions": "new upstream subscription ids are not mapped back to the ids the client holds",
     "drop-during-reconnect": "client frames arriving while the upstream is replaced are discarded; requests "
-                             "in flight on the lost upstream are never answered",
+    "in flight on the lost upstream are never answered",
     "no-failback": "a session moves only when its current upstream is unhealthy (never back to a recovered "
-                   "primary)",
+    "primary)",
     "health-without-timeout": "health checks run one after another, with no deadline, holding the lock "
-                              "that request routing needs",
+    "that request routing needs",
     "client-per-request": "a new upstream HTTP connection for every request (no pooling)",
 }
 
@@ -42,7 +42,9 @@ class Proxy:
         self.defects = defects
         self.log = log
         self.metrics = ProxyMetrics([u.name for u in config.upstreams])
-        self.monitor = HealthMonitor(config, defects, on_check=self._on_check, on_transition=self._on_transition)
+        self.monitor = HealthMonitor(
+            config, defects, on_check=self._on_check, on_transition=self._on_transition
+        )
         self.policy = jsonrpc.MethodPolicy(config.deny_prefixes, config.extra_read_only_methods)
         self.http = HttpForwarder(config, self.monitor, self.metrics, log, defects, self.policy)
         self.shared = Shared(config, self.monitor, self.metrics, log, defects, self.policy, IdAllocator())
@@ -61,8 +63,12 @@ class Proxy:
 
     def _on_transition(self, name: str, healthy: bool, error: str | None) -> None:
         self.metrics.transitions.labels(name, "healthy" if healthy else "unhealthy").inc()
-        self.log.event("upstream.healthy" if healthy else "upstream.unhealthy",
-                       "info" if healthy else "warning", upstream=name, error=error)
+        self.log.event(
+            "upstream.healthy" if healthy else "upstream.unhealthy",
+            "info" if healthy else "warning",
+            upstream=name,
+            error=error,
+        )
 
     def _after_round(self) -> None:
         m = self.metrics
@@ -90,8 +96,9 @@ class Proxy:
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
-        client = web.WebSocketResponse(heartbeat=cfg.ws_ping_interval or None, max_msg_size=cfg.ws_max_message_size,
-                                       compress=False)
+        client = web.WebSocketResponse(
+            heartbeat=cfg.ws_ping_interval or None, max_msg_size=cfg.ws_max_message_size, compress=False
+        )
         await client.prepare(request)
         session = WsSession(self.shared, client, f"{self._prefix}-{next(self._session_ids)}")
         self.sessions.add(session)
@@ -107,22 +114,30 @@ class Proxy:
         for session in self.sessions:
             if session.attached is not None:
                 per_upstream[session.attached] += 1
-        return {**self.monitor.status(), "defects": sorted(self.defects), "sessions": len(self.sessions),
-                "sessions_per_upstream": per_upstream,
-                "subscriptions": sum(len(s.subs) for s in self.sessions),
-                "session_details": [s.status() for s in self.sessions]}
+        return {
+            **self.monitor.status(),
+            "defects": sorted(self.defects),
+            "sessions": len(self.sessions),
+            "sessions_per_upstream": per_upstream,
+            "subscriptions": sum(len(s.subs) for s in self.sessions),
+            "session_details": [s.status() for s in self.sessions],
+        }
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.status())
 
     async def _health(self, _request: web.Request) -> web.Response:
         healthy = [n.name for n in self.monitor.nodes if n.healthy]
-        return web.json_response({"status": "ok" if healthy else "no healthy upstream",
-                                  "healthy_upstreams": healthy}, status=200 if healthy else 503)
+        return web.json_response(
+            {"status": "ok" if healthy else "no healthy upstream", "healthy_upstreams": healthy},
+            status=200 if healthy else 503,
+        )
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=self.metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     # -- life cycle -------------------------------------------------------------------------------------
 

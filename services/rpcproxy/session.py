@@ -88,6 +88,7 @@ class WsSession:
         self.moves = 0
         self._move_task: asyncio.Task[None] | None = None
         self._links: set[UpstreamLink] = set()
+        self._answered = asyncio.Event()  # set on every upstream response (drains wait on it)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outq: asyncio.Queue[str | None] = asyncio.Queue()
         self._heads: asyncio.Queue[tuple[Subscription, dict[str, Any]]] = asyncio.Queue()
@@ -124,8 +125,15 @@ class WsSession:
         self.s.log.event(event, level, session=self.id, **fields)
 
     def status(self) -> dict[str, Any]:
-        return {"id": self.id, "upstream": self.attached, "moving": self.moving, "moves": self.moves,
-                "subscriptions": len(self.subs), "in_flight": len(self.pending), "queued": len(self.queue)}
+        return {
+            "id": self.id,
+            "upstream": self.attached,
+            "moving": self.moving,
+            "moves": self.moves,
+            "subscriptions": len(self.subs),
+            "in_flight": len(self.pending),
+            "queued": len(self.queue),
+        }
 
     # -- life cycle -------------------------------------------------------------------------------------
 
@@ -196,7 +204,10 @@ class WsSession:
 
     def _enqueue(self, obj: Any, size: int) -> None:
         cfg = self.cfg
-        if self.queued_frames >= cfg.ws_queue_max_messages or self.queued_bytes + size > cfg.ws_queue_max_bytes:
+        if (
+            self.queued_frames >= cfg.ws_queue_max_messages
+            or self.queued_bytes + size > cfg.ws_queue_max_bytes
+        ):
             self.s.metrics.overflowed.inc()
             self._refuse(obj, jsonrpc.LIMIT_EXCEEDED, "proxy queue full while moving to another upstream")
             return
@@ -210,8 +221,11 @@ class WsSession:
     def _refuse(self, obj: Any, code: int, message: str) -> None:
         """Answer every request in *obj* (single or batch) with an error."""
         items = obj if isinstance(obj, list) else [obj]
-        answers = [error(jsonrpc.id_of(i), code, message) for i in items
-                   if not (isinstance(i, dict) and "id" not in i)]
+        answers = [
+            error(jsonrpc.id_of(i), code, message)
+            for i in items
+            if not (isinstance(i, dict) and "id" not in i)
+        ]
         if not answers:
             self.s.metrics.dropped.labels("refused_notification").inc()
         elif isinstance(obj, list):
@@ -231,11 +245,21 @@ class WsSession:
                 self.out(encode(error(None, jsonrpc.INVALID_REQUEST, "invalid request: empty batch")))
                 return
             if len(obj) > self.cfg.batch_limit:
-                self.out(encode(error(None, jsonrpc.LIMIT_EXCEEDED,
-                                      f"batch of {len(obj)} exceeds the limit of {self.cfg.batch_limit}")))
+                self.out(
+                    encode(
+                        error(
+                            None,
+                            jsonrpc.LIMIT_EXCEEDED,
+                            f"batch of {len(obj)} exceeds the limit of {self.cfg.batch_limit}",
+                        )
+                    )
+                )
                 return
-            expected = sum(1 for i in obj if not (isinstance(i, dict) and "id" not in i
-                                                  and jsonrpc.request_problem(i) is None))
+            expected = sum(
+                1
+                for i in obj
+                if not (isinstance(i, dict) and "id" not in i and jsonrpc.request_problem(i) is None)
+            )
             batch = Batch(self, expected)
             for item in obj:
                 await self._dispatch_one(item, batch)
@@ -266,15 +290,27 @@ class WsSession:
             return
         if len(self.pending) >= self.cfg.ws_max_inflight:
             m.requests.labels("ws", method_label(method), "", "limited").inc()
-            self._reply(batch, error(req["id"], jsonrpc.LIMIT_EXCEEDED,
-                                     f"more than {self.cfg.ws_max_inflight} requests in flight on this session"))
+            self._reply(
+                batch,
+                error(
+                    req["id"],
+                    jsonrpc.LIMIT_EXCEEDED,
+                    f"more than {self.cfg.ws_max_inflight} requests in flight on this session",
+                ),
+            )
             return
         kind, sub, params = "call", None, req.get("params")
         if method == "eth_subscribe":
             if len(self.subs) + self.pending.count(("subscribe",)) >= self.cfg.ws_max_subscriptions:
                 m.requests.labels("ws", method, "", "limited").inc()
-                self._reply(batch, error(req["id"], jsonrpc.LIMIT_EXCEEDED,
-                                         f"more than {self.cfg.ws_max_subscriptions} subscriptions on this session"))
+                self._reply(
+                    batch,
+                    error(
+                        req["id"],
+                        jsonrpc.LIMIT_EXCEEDED,
+                        f"more than {self.cfg.ws_max_subscriptions} subscriptions on this session",
+                    ),
+                )
                 return
             kind = "subscribe"
         elif method == "eth_unsubscribe" and isinstance(params, list) and params and params[0] in self.subs:
@@ -285,8 +321,16 @@ class WsSession:
                 self._reply(batch, {"jsonrpc": "2.0", "id": req["id"], "result": True})
                 return
             kind, params = "unsubscribe", [upstream_id, *params[1:]]
-        p = self.pending.add(client_id=req["id"], method=method, request=req, kind=kind, link=link,
-                             started=time.monotonic(), batch=batch, sub=sub)
+        p = self.pending.add(
+            client_id=req["id"],
+            method=method,
+            request=req,
+            kind=kind,
+            link=link,
+            started=time.monotonic(),
+            batch=batch,
+            sub=sub,
+        )
         outgoing = dict(req, id=p.proxy_id)
         if kind == "unsubscribe":
             outgoing["params"] = params
@@ -324,6 +368,7 @@ class WsSession:
     def _on_response(self, link: UpstreamLink, msg: dict[str, Any], raw: str | bytes) -> None:
         m = self.s.metrics
         p = self.pending.pop(msg["id"])
+        self._answered.set()
         if p is None:
             waiting = link.leaked_replays.get(encode(msg["id"])) if link.leaked_replays else None
             leaked = waiting.pop(0) if waiting else None
@@ -346,8 +391,9 @@ class WsSession:
         m.requests.labels("ws", method_label(p.method), link.node, outcome).inc()
         m.latency.labels("ws", link.node).observe(time.monotonic() - p.started)
         if p.kind == "subscribe" and isinstance(msg.get("result"), str):
-            sub = self.subs.add(link, msg["result"], list(p.request.get("params") or []) if p.request else [],
-                                p.client_id)
+            sub = self.subs.add(
+                link, msg["result"], list(p.request.get("params") or []) if p.request else [], p.client_id
+            )
             msg["result"] = sub.client_id
             m.subscriptions.inc()
         elif p.kind == "unsubscribe" and p.sub is not None and "error" not in msg:
@@ -416,14 +462,26 @@ class WsSession:
         skipped = len(missing) - len(fill)
         if skipped:
             m.gaps_unfilled.inc(skipped)
-            self._event("ws.gap_unfilled", "warning", subscription=sub.client_id, blocks=skipped,
-                        first=missing[0], reason="gap larger than gap_fill_max")
+            self._event(
+                "ws.gap_unfilled",
+                "warning",
+                subscription=sub.client_id,
+                blocks=skipped,
+                first=missing[0],
+                reason="gap larger than gap_fill_max",
+            )
         for number in fill:
             block = await self._internal_call("eth_getBlockByNumber", [hex(number), False])
             if not isinstance(block, dict) or sub.client_id not in self.subs:
                 m.gaps_unfilled.inc()
-                self._event("ws.gap_unfilled", "warning", subscription=sub.client_id, blocks=1, first=number,
-                            reason="eth_getBlockByNumber gave no block")
+                self._event(
+                    "ws.gap_unfilled",
+                    "warning",
+                    subscription=sub.client_id,
+                    blocks=1,
+                    first=number,
+                    reason="eth_getBlockByNumber gave no block",
+                )
                 continue
             header = {k: v for k, v in block.items() if k not in HEADER_DROP}
             self._notify(sub, header)
@@ -432,8 +490,15 @@ class WsSession:
             m.gaps_filled.inc()
 
     def _notify(self, sub: Subscription, result: Any) -> None:
-        self.out(encode({"jsonrpc": "2.0", "method": "eth_subscription",
-                         "params": {"subscription": sub.client_id, "result": result}}))
+        self.out(
+            encode(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "eth_subscription",
+                    "params": {"subscription": sub.client_id, "result": result},
+                }
+            )
+        )
 
     async def _internal_call(self, method: str, params: list[Any]) -> Any:
         """A request of the proxy's own on the current link; its answer never reaches the client."""
@@ -441,8 +506,15 @@ class WsSession:
         if link is None:
             return None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        p = self.pending.add(client_id=None, method=method, request=None, kind="internal", link=link,
-                             started=time.monotonic(), future=future)
+        p = self.pending.add(
+            client_id=None,
+            method=method,
+            request=None,
+            kind="internal",
+            link=link,
+            started=time.monotonic(),
+            future=future,
+        )
         try:
             await link.send(encode({"jsonrpc": "2.0", "id": p.proxy_id, "method": method, "params": params}))
             answer = await asyncio.wait_for(future, self.cfg.ws_resubscribe_timeout)
@@ -491,9 +563,15 @@ class WsSession:
             else:
                 m.failed_inflight.inc()
                 m.requests.labels("ws", method_label(p.method), str(p.link.node), "upstream_error").inc()
-                self._reply(p.batch, error(p.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                                           "upstream connection lost while the request was in flight; "
-                                           "not retried because the method may not be idempotent"))
+                self._reply(
+                    p.batch,
+                    error(
+                        p.client_id,
+                        jsonrpc.UPSTREAM_UNAVAILABLE,
+                        "upstream connection lost while the request was in flight; "
+                        "not retried because the method may not be idempotent",
+                    ),
+                )
         if again:
             self._resubmit(again)
 
@@ -517,8 +595,9 @@ class WsSession:
 
     def _request_move(self, reason: str, target: NodeHealth | None, lost: str | None = None) -> None:
         if self._move_task is None and not self.closed:
-            self._move_task = asyncio.create_task(self._move(reason, target, lost),
-                                                  name=f"session-{self.id}-move")
+            self._move_task = asyncio.create_task(
+                self._move(reason, target, lost), name=f"session-{self.id}-move"
+            )
 
     async def _candidates(self, exclude: set[str]) -> list[NodeHealth]:
         healthy = await self.s.monitor.routable()
@@ -544,8 +623,9 @@ class WsSession:
                     choices = [n for n in await self._candidates(avoid) if n.name not in tried]
                     node = choices[0] if choices else None
                 if node is None or (not must_move and node.name == (self.link.node if self.link else None)):
-                    if not must_move or (reason == "initial"
-                                         and time.monotonic() - started > self.cfg.ws_move_timeout):
+                    if not must_move or (
+                        reason == "initial" and time.monotonic() - started > self.cfg.ws_move_timeout
+                    ):
                         break  # nowhere better to go: stay (or, for a new session, give up)
                     tried.clear()
                     await self.s.monitor.next_round(self.cfg.health_interval * 2)
@@ -558,7 +638,9 @@ class WsSession:
                     break
                 except MoveAborted as exc:
                     self.s.metrics.moves.labels(reason, "failed").inc()
-                    self._event("ws.move_attempt_failed", "warning", reason=reason, to=node.name, error=str(exc))
+                    self._event(
+                        "ws.move_attempt_failed", "warning", reason=reason, to=node.name, error=str(exc)
+                    )
                     tried.add(node.name)
                     must_move = self.link is None
                     if not must_move and reason == "failback":
@@ -604,19 +686,32 @@ class WsSession:
                 link.leaked_replays.setdefault(encode(sub.request_id), []).append((sub, future))
                 request_id: Any = sub.request_id
             else:
-                request_id = self.pending.add(client_id=None, method="eth_subscribe", request=None,
-                                              kind="replay", link=link, started=time.monotonic(),
-                                              future=future, sub=sub).proxy_id
-            await link.send(encode({"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe",
-                                    "params": sub.params}))
+                request_id = self.pending.add(
+                    client_id=None,
+                    method="eth_subscribe",
+                    request=None,
+                    kind="replay",
+                    link=link,
+                    started=time.monotonic(),
+                    future=future,
+                    sub=sub,
+                ).proxy_id
+            await link.send(
+                encode({"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": sub.params})
+            )
             waits.append((sub, future))
         for sub, future in waits:
             answer = await future
             result = answer.get("result") if isinstance(answer, dict) else None
             if not isinstance(result, str):
                 self.s.metrics.replayed.labels("error").inc()
-                self._event("ws.resubscribe_failed", "warning", upstream=link.node,
-                            subscription=sub.client_id, answer=answer)
+                self._event(
+                    "ws.resubscribe_failed",
+                    "warning",
+                    upstream=link.node,
+                    subscription=sub.client_id,
+                    answer=answer,
+                )
                 continue
             self.s.metrics.replayed.labels("ok").inc()
             if self._has("unmapped-subscriptions"):
@@ -635,23 +730,39 @@ class WsSession:
         resent = 0
         if old is not None and not old.closed:
             if reason == "unhealthy":  # reads waiting on a sick node are re-sent now; writes may finish there
-                reads = [p for p in self.pending.on_link(old)
-                         if self.s.policy.is_read_only(p.method) and p.kind != "replay"]
+                reads = [
+                    p
+                    for p in self.pending.on_link(old)
+                    if self.s.policy.is_read_only(p.method) and p.kind != "replay"
+                ]
                 for p in reads:
                     self.pending.pop(p.proxy_id)
                 resent = len(reads)
                 self._recover(reads, lost=False)
             self._spawn(self._drain(old), "drain")
         m.moves.labels(reason, "ok").inc()
-        self._event("ws.moved", "warning" if reason != "initial" else "info", reason=reason,
-                    from_upstream=origin, to_upstream=new.node, subscriptions=len(self.subs),
-                    queued=len(self.queue), resent=resent, seconds=round(time.monotonic() - started, 4))
+        self._event(
+            "ws.moved",
+            "warning" if reason != "initial" else "info",
+            reason=reason,
+            from_upstream=origin,
+            to_upstream=new.node,
+            subscriptions=len(self.subs),
+            queued=len(self.queue),
+            resent=resent,
+            seconds=round(time.monotonic() - started, 4),
+        )
 
     async def _drain(self, old: UpstreamLink) -> None:
         """Make-before-break: let the old link answer what it has in flight, then close it."""
         deadline = time.monotonic() + self.cfg.ws_drain_timeout
-        while self.pending.on_link(old) and time.monotonic() < deadline and not old.closed:
-            await asyncio.sleep(0.01)
+        while self.pending.on_link(old) and not old.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), remaining)
         await old.close()
 
     async def _flush(self) -> None:

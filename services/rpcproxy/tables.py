@@ -67,8 +67,17 @@ class PendingTable:
         self._ids = ids
         self._by_id: dict[str, Pending] = {}
 
-    def add(self, *, client_id: Any, method: str, request: dict[str, Any] | None, kind: str,
-            link: Hashable, started: float, **extra: Any) -> Pending:
+    def add(
+        self,
+        *,
+        client_id: Any,
+        method: str,
+        request: dict[str, Any] | None,
+        kind: str,
+        link: Hashable,
+        started: float,
+        **extra: Any,
+    ) -> Pending:
         pending = Pending(self._ids.next(), client_id, method, request, kind, link, started, **extra)
         self._by_id[pending.proxy_id] = pending
         return pending

@@ -48,19 +48,33 @@ class UpstreamLink:
         """Connect and handshake within ``ws_connect_timeout``."""
         ping = config.ws_ping_interval or None
         try:
-            ws = await connect(spec.ws_url, open_timeout=config.ws_connect_timeout, ping_interval=ping,
-                               ping_timeout=ping, close_timeout=1.0, max_size=config.ws_max_message_size,
-                               max_queue=64, compression=None, user_agent_header="rpcproxy")
+            ws = await connect(
+                spec.ws_url,
+                open_timeout=config.ws_connect_timeout,
+                ping_interval=ping,
+                ping_timeout=ping,
+                close_timeout=1.0,
+                max_size=config.ws_max_message_size,
+                max_queue=64,
+                compression=None,
+                user_agent_header="rpcproxy",
+            )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
             raise LinkError(f"cannot open {spec.ws_url}: {type(exc).__name__}: {exc}") from None
         return cls(spec, ws)
 
-    def start(self, on_message: Callable[[UpstreamLink, str | bytes], None],
-              on_closed: Callable[[UpstreamLink], None]) -> None:
+    def start(
+        self,
+        on_message: Callable[[UpstreamLink, str | bytes], None],
+        on_closed: Callable[[UpstreamLink], None],
+    ) -> None:
         self._reader = asyncio.create_task(self._read(on_message, on_closed), name=f"upstream-{self}")
 
-    async def _read(self, on_message: Callable[[UpstreamLink, str | bytes], None],
-                    on_closed: Callable[[UpstreamLink], None]) -> None:
+    async def _read(
+        self,
+        on_message: Callable[[UpstreamLink, str | bytes], None],
+        on_closed: Callable[[UpstreamLink], None],
+    ) -> None:
         try:
             async for message in self.ws:
                 on_message(self, message)

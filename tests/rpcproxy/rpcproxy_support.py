@@ -47,8 +47,9 @@ async def wait_sessions_on(stack: EthStack, upstream: str, count: int = 1, timeo
 
     async def check() -> bool:
         details = await sessions(stack)
-        return (sum(1 for s in details if s["upstream"] == upstream and not s["moving"]) == count
-                and not any(s["moving"] for s in details))
+        return sum(1 for s in details if s["upstream"] == upstream and not s["moving"]) == count and not any(
+            s["moving"] for s in details
+        )
 
     await wait_until(check, timeout, f"{count} session(s) settled on {upstream}")
 

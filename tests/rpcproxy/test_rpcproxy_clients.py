@@ -30,8 +30,9 @@ async def _collect(w3: AsyncWeb3, sub_id: str, heads: list[Any], more: int, time
                 return
 
 
-async def _failover_and_failback(w3: AsyncWeb3, stack_like: Any, primary: str, backup: str,
-                                 cut: Any, heal: Any) -> list[Any]:
+async def _failover_and_failback(
+    w3: AsyncWeb3, stack_like: Any, primary: str, backup: str, cut: Any, heal: Any
+) -> list[Any]:
     sub_id = await w3.eth.subscribe("newHeads")
     heads: list[Any] = []
     await _collect(w3, sub_id, heads, 2)
@@ -58,7 +59,7 @@ async def test_web3_through_the_proxy_in_front_of_elnode(run: Run) -> None:
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no head twice, no gap
 
 
-# -- anvil ----------------------------------------------------------------------------------------------------
+# -- anvil ------------------------------------------------------------------------------------------
 
 
 def _anvil_health(svc: Service) -> bool:
@@ -94,18 +95,37 @@ async def test_web3_through_the_proxy_in_front_of_two_anvil_nodes(run: Run) -> N
         pytest.skip(f"anvil unavailable: {why_no_anvil()}")
     nodes = {}
     for name in ("a1", "a2"):
-        nodes[name] = await run.astart(name, [anvil, "--host", "127.0.0.1", "--port", "0", "--block-time", "1"],
-                                       health=_anvil_health, ready_file=False, log_file=False)
-    links = {name: run.links.add(f"proxy->{name}", target=svc.address, between=("proxy", name))
-             for name, svc in nodes.items()}
+        nodes[name] = await run.astart(
+            name,
+            [anvil, "--host", "127.0.0.1", "--port", "0", "--block-time", "1"],
+            health=_anvil_health,
+            ready_file=False,
+            log_file=False,
+        )
+    links = {
+        name: run.links.add(f"proxy->{name}", target=svc.address, between=("proxy", name))
+        for name, svc in nodes.items()
+    }
     config = run.path("rpcproxy.toml")
     # two independent chains: their heads differ by a block or so, never by thousands
     config.write_text(proxy_config_toml({**FAST, "max_lag_blocks": 1000}))
-    proxy = await run.astart("proxy", ["rpcproxy", "--listen", "127.0.0.1:0", "--name", "proxy",
-                                       "--config", str(config),
-                                       "--primary", f"a1=http://{links['a1'].address}/",
-                                       "--backup", f"a2=http://{links['a2'].address}/"],
-                             health=http_health("/health"))
+    proxy = await run.astart(
+        "proxy",
+        [
+            "rpcproxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "proxy",
+            "--config",
+            str(config),
+            "--primary",
+            f"a1=http://{links['a1'].address}/",
+            "--backup",
+            f"a2=http://{links['a2'].address}/",
+        ],
+        health=http_health("/health"),
+    )
     pair = _AnvilPair(run, proxy, links)
 
     async def both_healthy() -> bool:

@@ -19,8 +19,10 @@ from workbook.topology import Run
 
 
 async def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.post(
-            url, data=data, headers={"Content-Type": "application/json", **(headers or {})}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=data, headers={"Content-Type": "application/json", **(headers or {})}) as resp,
+    ):
         body = await resp.read()
         return resp.status, json.loads(body) if body else None
 
@@ -30,10 +32,12 @@ async def test_http_batches_limits_deny_list_and_pass_through(run: Run) -> None:
     url = stack.proxy_http_url
     status, answer = await _post(url, b'{"jsonrpc":"2.0","id":7,"method":"eth_chainId","params":[]}')
     assert (status, answer["id"], answer["result"]) == (200, 7, "0x539")
-    batch = [{"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"},
-             {"jsonrpc": "2.0", "id": 2, "method": "admin_peers"},
-             {"jsonrpc": "2.0", "id": 3, "method": 42},
-             {"jsonrpc": "2.0", "id": 4, "method": "eth_chainId"}]
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 2, "method": "admin_peers"},
+        {"jsonrpc": "2.0", "id": 3, "method": 42},
+        {"jsonrpc": "2.0", "id": 4, "method": "eth_chainId"},
+    ]
     status, answers = await _post(url, json.dumps(batch).encode())
     by_id = {a["id"]: a for a in answers}
     assert status == 200 and sorted(by_id) == [1, 2, 3, 4] and len(answers) == 4
@@ -42,8 +46,12 @@ async def test_http_batches_limits_deny_list_and_pass_through(run: Run) -> None:
     status, answer = await _post(url, json.dumps(batch * 2).encode())
     assert answer["error"]["code"] == -32005  # over batch_limit
     assert (await _post(url, b"[]"))[1]["error"]["code"] == -32600
-    assert (await _post(url, b'{"jsonrpc":"2.0","id":1,"method":"debug_traceBlock"}'))[1]["error"]["code"] == -32601
-    status, answer = await _post(url, b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["' + b"x" * 5000 + b'"]}')
+    assert (await _post(url, b'{"jsonrpc":"2.0","id":1,"method":"debug_traceBlock"}'))[1]["error"][
+        "code"
+    ] == -32601
+    status, answer = await _post(
+        url, b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["' + b"x" * 5000 + b'"]}'
+    )
     assert status == 413 and answer["error"]["code"] == -32005
     assert (await _post(url, b"{not json"))[1]["error"]["code"] == -32700
     assert (await _post(url, b"\xff\xfe\xfd"))[1]["error"]["code"] == -32700
@@ -54,8 +62,17 @@ async def test_http_batches_limits_deny_list_and_pass_through(run: Run) -> None:
         with pytest.raises(RpcResponseError) as err:
             await http.request("eth_gasPrice")
     assert (err.value.code, err.value.message) == (-32099, "injected")
-    assert await metric(stack, "rpcproxy_requests_total", transport="http", method="eth_gasPrice",
-                        upstream="el1", outcome="rpc_error") == 1
+    assert (
+        await metric(
+            stack,
+            "rpcproxy_requests_total",
+            transport="http",
+            method="eth_gasPrice",
+            upstream="el1",
+            outcome="rpc_error",
+        )
+        == 1
+    )
 
 
 async def test_http_reads_are_retried_on_the_next_node_and_writes_are_not(run: Run) -> None:
@@ -64,16 +81,27 @@ async def test_http_reads_are_retried_on_the_next_node_and_writes_are_not(run: R
     stack.link("el1").cut()
     async with HttpClient(stack.proxy_http_url) as http:
         assert int(await http.request("eth_blockNumber"), 16) > 0  # reset by el1's link, answered by el2
-        status, answer = await http.post({"jsonrpc": "2.0", "id": 9, "method": "eth_sendRawTransaction",
-                                          "params": ["0x00"]})
+        status, answer = await http.post(
+            {"jsonrpc": "2.0", "id": 9, "method": "eth_sendRawTransaction", "params": ["0x00"]}
+        )
     assert status == 502 and answer["id"] == 9 and answer["error"]["code"] == -32000
     assert await metric(stack, "rpcproxy_http_retries_total", from_upstream="el1") >= 1
 
 
 def test_hop_by_hop_headers_are_not_forwarded() -> None:
-    headers = CIMultiDict([("Connection", "keep-alive, X-Private"), ("X-Private", "1"), ("Keep-Alive", "5"),
-                           ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"), ("Host", "proxy"),
-                           ("Authorization", "Bearer t"), ("X-Request-Id", "abc"), ("Content-Length", "10")])
+    headers = CIMultiDict(
+        [
+            ("Connection", "keep-alive, X-Private"),
+            ("X-Private", "1"),
+            ("Keep-Alive", "5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Host", "proxy"),
+            ("Authorization", "Bearer t"),
+            ("X-Request-Id", "abc"),
+            ("Content-Length", "10"),
+        ]
+    )
     kept = forwardable(headers)
     assert dict(kept) == {"Authorization": "Bearer t", "X-Request-Id": "abc"}
 
@@ -84,8 +112,12 @@ async def test_websocket_frames_batches_caps_and_keepalive(run: Run) -> None:
         await raw.send_bytes(b"\xff\xfe")  # invalid UTF-8
         await raw.send_str("[" * 5000 + "]" * 2000)  # nested too deeply, and not even complete
         await raw.send_bytes(b'{"jsonrpc":"2.0","id":5,"method":"eth_chainId"}\xc3')
-        await raw.send_str(json.dumps([{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in (1, 2, 3)]
-                                      + [{"jsonrpc": "2.0", "method": "eth_chainId"}]))
+        await raw.send_str(
+            json.dumps(
+                [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in (1, 2, 3)]
+                + [{"jsonrpc": "2.0", "method": "eth_chainId"}]
+            )
+        )
         received = [json.loads((await raw.receive(timeout=5)).data) for _ in range(4)]
         assert [m["error"]["code"] for m in received if isinstance(m, dict)] == [-32700] * 3
         batch_answer = next(m for m in received if isinstance(m, list))
@@ -100,7 +132,10 @@ async def test_websocket_frames_batches_caps_and_keepalive(run: Run) -> None:
         await client.send_raw("x" * 9000)  # over the maximum message size: the proxy closes the connection
         await client.wait_for(lambda: client.closed, what="the oversize frame closes the connection")
         assert client.close_code == 1009
-    async with aiohttp.ClientSession() as session, session.ws_connect(stack.proxy_ws_url, autoping=False) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(stack.proxy_ws_url, autoping=False) as ws,
+    ):
         message = await ws.receive(timeout=5)  # the proxy's keep-alive ping
         assert message.type == aiohttp.WSMsgType.PING
         await ws.pong(message.data)
@@ -108,8 +143,10 @@ async def test_websocket_frames_batches_caps_and_keepalive(run: Run) -> None:
         assert await fresh.request("eth_chainId") == "0x539"
 
     async def all_closed() -> bool:  # the proxy learns of a close asynchronously: wait on its gauge
-        return (await metric(stack, "rpcproxy_ws_client_connections") == 0
-                and await metric(stack, "rpcproxy_ws_subscriptions") == 0)
+        return (
+            await metric(stack, "rpcproxy_ws_client_connections") == 0
+            and await metric(stack, "rpcproxy_ws_subscriptions") == 0
+        )
 
     await wait_until(all_closed, 5, "every session closed and its subscriptions gone")
 
@@ -117,15 +154,24 @@ async def test_websocket_frames_batches_caps_and_keepalive(run: Run) -> None:
 FRAMES = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=300),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                 max_leaves=20).map(json.dumps),
-    st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "id": st.one_of(st.integers(), st.text(max_size=5), st.none(),
-                                                                        st.lists(st.integers(), max_size=2)),
-                           "method": st.one_of(st.sampled_from(["eth_chainId", "eth_subscribe", "eth_unsubscribe",
-                                                                "admin_x", ""]), st.text(max_size=10)),
-                           "params": st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3), st.integers())})
-    .map(json.dumps),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    ).map(json.dumps),
+    st.fixed_dictionaries(
+        {
+            "jsonrpc": st.just("2.0"),
+            "id": st.one_of(
+                st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=2)
+            ),
+            "method": st.one_of(
+                st.sampled_from(["eth_chainId", "eth_subscribe", "eth_unsubscribe", "admin_x", ""]),
+                st.text(max_size=10),
+            ),
+            "params": st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3), st.integers()),
+        }
+    ).map(json.dumps),
 )
 
 

@@ -32,8 +32,9 @@ MODES = ["fixed", "incident"]
 @pytest.mark.parametrize("mode", MODES)
 async def test_rpc05_requests_during_the_reconnection_window(run: Run, mode: str) -> None:
     queue_cap, burst, in_flight = 60, 100, 5
-    stack = await start_stack(run, ("drop-during-reconnect",) if mode == "incident" else (),
-                              ws_queue_max_messages=queue_cap)
+    stack = await start_stack(
+        run, ("drop-during-reconnect",) if mode == "incident" else (), ws_queue_max_messages=queue_cap
+    )
     deadline = 8.0
     async with await WsClient.connect(stack.proxy_ws_url, "geth") as client:
         sub = await client.subscribe("newHeads")
@@ -42,8 +43,9 @@ async def test_rpc05_requests_during_the_reconnection_window(run: Run, mode: str
         # requests held in flight on el1 (5 reads, 1 write), and a slow first handshake on el2
         await stack.admin("el1").set(delay={"eth_gasPrice": 30, "eth_sendRawTransaction": 30})
         await stack.admin("el2").set(slow_handshake={"count": 1, "seconds": 2.0})
-        held = [asyncio.create_task(client.request("eth_gasPrice", timeout=deadline))
-                for _ in range(in_flight)]
+        held = [
+            asyncio.create_task(client.request("eth_gasPrice", timeout=deadline)) for _ in range(in_flight)
+        ]
         held.append(asyncio.create_task(client.request("eth_sendRawTransaction", ["0x00"], timeout=deadline)))
 
         async def all_in_flight() -> bool:
@@ -52,21 +54,30 @@ async def test_rpc05_requests_during_the_reconnection_window(run: Run, mode: str
         await wait_until(all_in_flight, 5, "requests in flight on el1")
         await stack.admin("el1").drop_websockets()
         await wait_moving(stack)
-        window = [asyncio.create_task(client.request("eth_blockNumber", timeout=deadline)) for _ in range(burst)]
+        window = [
+            asyncio.create_task(client.request("eth_blockNumber", timeout=deadline)) for _ in range(burst)
+        ]
         outcomes = await asyncio.gather(*held, *window, return_exceptions=True)
         await stack.admin("el1").reset()
 
     kinds = Counter(_kind(o) for o in outcomes)
-    held_kinds = Counter(_kind(o) for o in outcomes[:in_flight + 1])
+    held_kinds = Counter(_kind(o) for o in outcomes[: in_flight + 1])
     answers_per_id = Counter(f.id for f in client.history if f.direction == "received" and f.id is not None)
     if mode == "incident":
         assert kinds == {"no answer": in_flight + 1 + burst}, kinds  # every one silently dropped
         assert await metric(stack, "rpcproxy_ws_dropped_messages_total", reason="during_reconnect") == burst
-        assert await metric(stack, "rpcproxy_ws_dropped_messages_total", reason="inflight_lost") == in_flight + 1
+        assert (
+            await metric(stack, "rpcproxy_ws_dropped_messages_total", reason="inflight_lost") == in_flight + 1
+        )
     else:
-        assert held_kinds == {"result": in_flight, "error -32000": 1}, held_kinds  # reads re-sent, write failed
-        assert kinds == {"result": in_flight + queue_cap, "error -32000": 1,
-                         "error -32005": burst - queue_cap}, kinds  # bounded queue, overflow answered
+        assert held_kinds == {"result": in_flight, "error -32000": 1}, (
+            held_kinds
+        )  # reads re-sent, write failed
+        assert kinds == {
+            "result": in_flight + queue_cap,
+            "error -32000": 1,
+            "error -32005": burst - queue_cap,
+        }, kinds  # bounded queue, overflow answered
         sent_ids = [f.id for f in client.history if f.direction == "sent" and f.id is not None]
         assert all(answers_per_id[i] == 1 for i in sent_ids)  # exactly one answer each
         assert await metric(stack, "rpcproxy_ws_queue_overflow_total") == burst - queue_cap
@@ -109,7 +120,9 @@ async def test_rpc06_sessions_switch_back_to_the_recovered_primary(run: Run, mod
             assert await metric(stack, "rpcproxy_ws_sessions", upstream="el1") == 1
             assert await metric(stack, "rpcproxy_ws_sessions", upstream="el2") == 0
             logs = stack.proxy.logs()
-            healthy_at = max(r["ts"] for r in logs if r["event"] == "upstream.healthy" and r["upstream"] == "el1")
+            healthy_at = max(
+                r["ts"] for r in logs if r["event"] == "upstream.healthy" and r["upstream"] == "el1"
+            )
             moved_at = max(r["ts"] for r in logs if r["event"] == "ws.moved" and r["reason"] == "failback")
             budget = FAST["failback_after"] + 2 * FAST["health_interval"]
             assert moved_at - healthy_at <= budget + 1.0, (moved_at - healthy_at, budget)

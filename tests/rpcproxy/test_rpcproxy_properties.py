@@ -28,7 +28,9 @@ from workbook.topology import Run
 
 IDS = st.sampled_from([1, 2, 3, "a", 100])
 KINDS = st.sampled_from([["newHeads"], ["logs", {}], ["newPendingTransactions"]])
-CALLS = st.sampled_from([("eth_blockNumber", []), ("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])])
+CALLS = st.sampled_from(
+    [("eth_blockNumber", []), ("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])]
+)
 
 
 def _is_sub_id(value: Any) -> bool:
@@ -43,8 +45,9 @@ class SessionModel:
         self.stack = stack
         self.sent: Counter[str] = Counter()  # JSON id -> requests sent
         self.received: list[Any] = []
-        self.conn = loop.run_until_complete(websockets.connect(stack.proxy_ws_url, ping_interval=None,
-                                                               compression=None))
+        self.conn = loop.run_until_complete(
+            websockets.connect(stack.proxy_ws_url, ping_interval=None, compression=None)
+        )
         self.reader = loop.create_task(self._read())
         self.loop.run_until_complete(asyncio.sleep(0))
 
@@ -142,7 +145,9 @@ def machine_for(loop: asyncio.AbstractEventLoop, stack: EthStack) -> type[RuleBa
         @rule()
         def move(self) -> None:
             async def drop() -> None:
-                await asyncio.gather(stack.admin("el1").drop_websockets(), stack.admin("el2").drop_websockets())
+                await asyncio.gather(
+                    stack.admin("el1").drop_websockets(), stack.admin("el2").drop_websockets()
+                )
 
             loop.run_until_complete(drop())
 
@@ -187,5 +192,5 @@ def test_rpc10_properties_hold_on_the_default_proxy(run: Run) -> None:
 
 def test_rpc10_the_search_finds_the_replay_leak(run: Run) -> None:
     config = settings(max_examples=30, stateful_step_count=12, phases=[Phase.generate], **COMMON)
-    with pytest.raises(AssertionError, match="responses to|not held"):
+    with pytest.raises(AssertionError, match=r"responses to|not held"):
         _run_machine(run, ("replay-leak",), config)

@@ -44,7 +44,9 @@ async def test_rpc01_regular_requests_after_reconnection(run: Run, mode: str) ->
         await wait_moves(stack, 2)  # the initial attach, then the failover
         await wait_sessions_on(stack, "el2")
         if mode == "incident":
-            assert [m["id"] for m in _unsolicited(client)] == [subscribe_id]  # the replayed subscribe's answer
+            assert [m["id"] for m in _unsolicited(client)] == [
+                subscribe_id
+            ]  # the replayed subscribe's answer
             with pytest.raises(RequestTimeout):
                 await client.request("eth_blockNumber", timeout=2.0)
             assert client.desynchronised and client.protocol_errors
@@ -61,11 +63,13 @@ async def test_rpc02_five_subscriptions_across_two_moves(run: Run, mode: str) ->
     defects = ("replay-leak", "unmapped-subscriptions") if mode == "incident" else ()
     stack = await start_stack(run, defects)
     async with await WsClient.connect(stack.proxy_ws_url, "geth") as client:
-        subs = [await client.subscribe("newHeads"),
-                await client.subscribe("logs", {}),
-                await client.subscribe("logs", {"topics": [TRANSFER_TOPIC]}),
-                await client.subscribe("newPendingTransactions"),
-                await client.subscribe("newHeads")]
+        subs = [
+            await client.subscribe("newHeads"),
+            await client.subscribe("logs", {}),
+            await client.subscribe("logs", {"topics": [TRANSFER_TOPIC]}),
+            await client.subscribe("newPendingTransactions"),
+            await client.subscribe("newHeads"),
+        ]
         assert len(set(subs)) == 5
         for sub in subs:
             await client.wait_notifications(sub, 1)
@@ -81,9 +85,13 @@ async def test_rpc02_five_subscriptions_across_two_moves(run: Run, mode: str) ->
             await client.wait_for(lambda: len(unknown()) >= 1, what="a notification under an unknown id")
             held = {sub: len(client.notifications(sub)) for sub in subs}
             # two more blocks' worth of notifications, all under ids the client never saw
-            await client.wait_for(lambda: sum(1 for f in unknown() if _is_head(f.message)) >= 4,
-                                  what="more heads under unknown ids")
-            assert {sub: len(client.notifications(sub)) for sub in subs} == held  # the client's subs are silent
+            await client.wait_for(
+                lambda: sum(1 for f in unknown() if _is_head(f.message)) >= 4,
+                what="more heads under unknown ids",
+            )
+            assert {
+                sub: len(client.notifications(sub)) for sub in subs
+            } == held  # the client's subs are silent
             assert len(_unsolicited(client)) >= 5  # the replays' answers, twice over
         else:
             counts = {sub: len(client.notifications(sub)) for sub in subs}

@@ -27,8 +27,12 @@ def test_proxy_ids_are_unique_strings_that_cannot_collide_with_numeric_client_id
 def test_pending_table_keeps_client_ids_apart_even_when_the_client_reuses_them() -> None:
     table = PendingTable(IdAllocator())
     link_a, link_b = object(), object()
-    first = table.add(client_id=7, method="eth_blockNumber", request={"id": 7}, kind="call", link=link_a, started=0)
-    second = table.add(client_id=7, method="eth_chainId", request={"id": 7}, kind="call", link=link_a, started=0)
+    first = table.add(
+        client_id=7, method="eth_blockNumber", request={"id": 7}, kind="call", link=link_a, started=0
+    )
+    second = table.add(
+        client_id=7, method="eth_chainId", request={"id": 7}, kind="call", link=link_a, started=0
+    )
     third = table.add(client_id="x", method="eth_call", request={}, kind="call", link=link_b, started=0)
     assert first.proxy_id != second.proxy_id
     assert len(table) == 3
@@ -42,7 +46,9 @@ def test_pending_table_keeps_client_ids_apart_even_when_the_client_reuses_them()
 def test_pending_take_link_returns_requests_in_send_order() -> None:
     table = PendingTable(IdAllocator())
     link = object()
-    made = [table.add(client_id=i, method="m", request={}, kind="call", link=link, started=0) for i in range(5)]
+    made = [
+        table.add(client_id=i, method="m", request={}, kind="call", link=link, started=0) for i in range(5)
+    ]
     assert table.take_link(link) == made
     assert len(table) == 0
 
@@ -181,29 +187,35 @@ def test_upstream_parsing_derives_the_websocket_url() -> None:
     assert derive_ws_url("http://h:1") == "ws://h:1/"
 
 
-@pytest.mark.parametrize(("primaries", "backups", "message"), [
-    ([], [], "at least one --primary"),
-    (["el1=http://127.0.0.1:1/"], ["el1=http://127.0.0.1:2/"], "duplicate upstream name 'el1'"),
-    (["el1"], [], "expected NAME=URL"),
-    (["el1=ftp://x/"], [], "not a http/https URL"),
-    (["el1=http://h:99999/"], [], "bad port"),
-    (["bad name=http://h:1/"], [], "name must be"),
-    (["el1=http://h:1/,ws=http://h:1/"], [], "not a ws/wss URL"),
-])
+@pytest.mark.parametrize(
+    ("primaries", "backups", "message"),
+    [
+        ([], [], "at least one --primary"),
+        (["el1=http://127.0.0.1:1/"], ["el1=http://127.0.0.1:2/"], "duplicate upstream name 'el1'"),
+        (["el1"], [], "expected NAME=URL"),
+        (["el1=ftp://x/"], [], "not a http/https URL"),
+        (["el1=http://h:99999/"], [], "bad port"),
+        (["bad name=http://h:1/"], [], "name must be"),
+        (["el1=http://h:1/,ws=http://h:1/"], [], "not a ws/wss URL"),
+    ],
+)
 def test_bad_upstreams_are_one_clear_line(primaries: list[str], backups: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(primaries, backups)
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ({"health_interval": 0}, "health_interval must be >= 0.01"),
-    ({"unhealthy_after": 1.5}, "must be an integer"),
-    ({"batch_limit": "10"}, "must be a number"),
-    ({"check_timeout": True}, "must be a number"),
-    ({"deny_prefixes": "admin_"}, "list of non-empty strings"),
-    ({"no_such_key": 1}, "unknown key 'no_such_key'"),
-    ({"max_lag_blocks": -1}, "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"health_interval": 0}, "health_interval must be >= 0.01"),
+        ({"unhealthy_after": 1.5}, "must be an integer"),
+        ({"batch_limit": "10"}, "must be a number"),
+        ({"check_timeout": True}, "must be a number"),
+        ({"deny_prefixes": "admin_"}, "list of non-empty strings"),
+        ({"no_such_key": 1}, "unknown key 'no_such_key'"),
+        ({"max_lag_blocks": -1}, "must be >= 0"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ProxyConfig().apply(table)
@@ -226,21 +238,29 @@ def _check_cli_errors(config: Path) -> None:
         ["--listen", "nowhere", "--primary", "el1=http://127.0.0.1:1/"],
     ]
     for argv in cases:
-        proc = subprocess.run([sys.executable, "-m", "rpcproxy", *argv], capture_output=True, text=True,
-                              timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "rpcproxy", *argv], capture_output=True, text=True, timeout=30
+        )
         assert proc.returncode == 2, (argv, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("rpcproxy: error:"), proc.stderr
 
 
 def test_help_documents_every_option_and_defect() -> None:
-    proc = subprocess.run([sys.executable, "-m", "rpcproxy", "--help"], capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rpcproxy", "--help"], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0
     for name in OPTIONS:
         assert name in proc.stdout
-    for defect in ("replay-leak", "unmapped-subscriptions", "drop-during-reconnect", "no-failback",
-                   "health-without-timeout", "client-per-request"):
+    for defect in (
+        "replay-leak",
+        "unmapped-subscriptions",
+        "drop-during-reconnect",
+        "no-failback",
+        "health-without-timeout",
+        "client-per-request",
+    ):
         assert defect in proc.stdout
 
 
@@ -257,7 +277,7 @@ def test_deny_list_and_read_only_set() -> None:
 
 
 def test_decoding_never_raises_on_malformed_input() -> None:
-    for data in (b"\xff\xfe", b"[" * 100_000, b"{", b"NaN", "{\"a\": Infinity}", b""):
+    for data in (b"\xff\xfe", b"[" * 100_000, b"{", b"NaN", '{"a": Infinity}', b""):
         value, problem = decode(data)
         assert value is None and problem and problem.startswith("parse error")
     assert request_problem({"jsonrpc": "2.0", "id": 1, "method": "x"}) is None

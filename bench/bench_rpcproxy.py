@@ -1,0 +1,344 @@
+"""rpcproxy against elnode directly, side by side in one run: throughput and p50/p99 latency over HTTP and
+WebSocket, the production load (1000 requests/s over HTTP plus 100 WebSocket sessions with newHeads
+subscriptions), and the pooled proxy against the ``client-per-request`` defect.
+
+Everything is printed as ratios measured in the same run on the same machine (loopback only; the load
+generator shares the cores with the services, so absolute numbers are client-limited).
+Targets: proxy throughput >= 0.5 x direct; p50 overhead <= 1 ms; production load p99 < 100 ms.
+Run: ``.venv/bin/python bench/bench_rpcproxy.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import websockets
+from workbook.ethstack import proxy_config_toml
+from workbook.topology import Run, Service, http_health
+
+BODY = {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []}
+HTTP_REQUESTS = 3000
+HTTP_CONCURRENCY = 16
+WS_REQUESTS = 5000
+WS_IN_FLIGHT = 16
+SERIAL_REQUESTS = 600
+LOAD_RATE = 1000  # requests/s over HTTP
+LOAD_SESSIONS = 100  # WebSocket sessions, each subscribed to newHeads and asking once a second
+LOAD_SECONDS = 8.0
+
+
+@dataclass
+class Sample:
+    """Latencies (seconds) of one measurement and how long it took."""
+
+    latencies: list[float]
+    elapsed: float
+    errors: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU-seconds each server process spent on it
+
+    def per_core(self, process: str) -> float:
+        """Requests per CPU-second of *process*: its capacity on one core, whatever the client's speed."""
+        return len(self.latencies) / max(self.cpu.get(process, 0.0), 1e-9)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def http_closed_loop(url: str, total: int, concurrency: int) -> Sample:
+    """*concurrency* workers each sending the next request as soon as the last is answered."""
+    latencies: list[float] = []
+    errors = 0
+    payload = json.dumps({**BODY, "id": 1}).encode()
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as resp:
+                    body = await resp.read()
+                latencies.append(time.perf_counter() - started)
+                errors += resp.status != 200 or b'"result"' not in body
+
+        async with session.post(url, data=payload, headers=headers) as warm:
+            await warm.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return Sample(latencies, time.perf_counter() - started, errors)
+
+
+async def ws_pipelined(url: str, total: int, in_flight: int) -> Sample:
+    """One WebSocket, *in_flight* requests outstanding, answers matched by id."""
+    latencies: list[float] = []
+    sent_at: dict[int, float] = {}
+    errors = 0
+    async with websockets.connect(url, max_size=None, compression=None, ping_interval=None) as ws:
+        next_id = 0
+
+        async def send_one() -> None:
+            nonlocal next_id
+            sent_at[next_id] = time.perf_counter()
+            await ws.send(json.dumps({**BODY, "id": next_id}))
+            next_id += 1
+
+        started = time.perf_counter()
+        for _ in range(min(in_flight, total)):
+            await send_one()
+        while len(latencies) + errors < total:
+            answer = json.loads(await ws.recv())
+            if "id" not in answer:
+                continue
+            latencies.append(time.perf_counter() - sent_at.pop(answer["id"]))
+            errors += "result" not in answer
+            if next_id < total:
+                await send_one()
+        return Sample(latencies, time.perf_counter() - started, errors)
+
+
+async def production_load(http_url: str, ws_url: str) -> tuple[Sample, Sample, int]:
+    """Open loop: LOAD_RATE HTTP requests/s on a fixed schedule, plus LOAD_SESSIONS WebSocket sessions each
+    subscribed to newHeads and sending one request a second. Returns (HTTP, WS, notifications)."""
+    http_lat: list[float] = []
+    ws_lat: list[float] = []
+    errors = {"http": 0, "ws": 0}
+    notifications = 0
+    payload = json.dumps({**BODY, "id": 1}).encode()
+    headers = {"Content-Type": "application/json"}
+    end = time.perf_counter() + LOAD_SECONDS
+
+    async def session_loop(ws: websockets.ClientConnection, index: int) -> None:
+        nonlocal notifications
+        pending: dict[int, float] = {}
+        next_send = time.perf_counter() + index / LOAD_SESSIONS  # spread the sessions over the second
+        request_id = 1000
+
+        async def reader() -> None:
+            nonlocal notifications
+            async for frame in ws:
+                message = json.loads(frame)
+                if message.get("method") == "eth_subscription":
+                    notifications += 1
+                elif message.get("id") in pending:
+                    ws_lat.append(time.perf_counter() - pending.pop(message["id"]))
+                    errors["ws"] += "result" not in message
+
+        task = asyncio.create_task(reader())
+        while time.perf_counter() < end:
+            await asyncio.sleep(max(0.0, next_send - time.perf_counter()))
+            pending[request_id] = time.perf_counter()
+            await ws.send(json.dumps({**BODY, "id": request_id}))
+            request_id += 1
+            next_send += 1.0
+        await asyncio.sleep(0.5)
+        errors["ws"] += len(pending)
+        task.cancel()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+        conns = [
+            await websockets.connect(ws_url, compression=None, ping_interval=None)
+            for _ in range(LOAD_SESSIONS)
+        ]
+        for ws in conns:
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+            )
+
+        async def one_http() -> None:
+            started = time.perf_counter()
+            try:
+                async with session.post(http_url, data=payload, headers=headers) as resp:
+                    body = await resp.read()
+                errors["http"] += resp.status != 200 or b'"result"' not in body
+            except aiohttp.ClientError:
+                errors["http"] += 1
+            http_lat.append(time.perf_counter() - started)
+
+        async def http_schedule() -> None:
+            tasks = []
+            started = time.perf_counter()
+            count = int(LOAD_RATE * LOAD_SECONDS)
+            for i in range(count):
+                await asyncio.sleep(max(0.0, started + i / LOAD_RATE - time.perf_counter()))
+                tasks.append(asyncio.create_task(one_http()))
+            await asyncio.gather(*tasks)
+
+        started = time.perf_counter()
+        await asyncio.gather(http_schedule(), *(session_loop(ws, i) for i, ws in enumerate(conns)))
+        elapsed = time.perf_counter() - started
+        for ws in conns:
+            await ws.close()
+    return (Sample(http_lat, elapsed, errors["http"]), Sample(ws_lat, elapsed, errors["ws"]), notifications)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _row(name: str, sample: Sample) -> str:
+    return (
+        f"{name:<34}{sample.rate:>10.0f}{sample.pct(0.5) * 1e3:>9.2f}{sample.pct(0.99) * 1e3:>9.2f}"
+        f"{sample.errors:>8}"
+    )
+
+
+async def start_topology(run: Run) -> dict[str, Service]:
+    genesis = str(int(time.time()) - 100)
+    node_args = [
+        "--chain-id",
+        "1337",
+        "--block-time",
+        "1",
+        "--seed",
+        "1",
+        "--genesis-time",
+        genesis,
+        "--no-request-log",
+    ]
+    services = {}
+    for name in ("el1", "el2"):
+        services[name] = await run.astart(
+            name,
+            ["elnode", "--listen", "127.0.0.1:0", "--name", name, *node_args],
+            health=http_health("/health"),
+        )
+    config = run.path("rpcproxy.toml")
+    config.write_text(proxy_config_toml({"health_interval": 0.5, "pool_size": 128}))
+    upstreams = [
+        "--primary",
+        f"el1={services['el1'].url('http')}",
+        "--backup",
+        f"el2={services['el2'].url('http')}",
+    ]
+    for name, defects in (("proxy", []), ("proxy-per-request", ["--defect", "client-per-request"])):
+        services[name] = await run.astart(
+            name,
+            [
+                "rpcproxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                name,
+                "--config",
+                str(config),
+                *upstreams,
+                *defects,
+            ],
+            health=http_health("/health"),
+        )
+    return services
+
+
+async def bench() -> int:
+    with Run.create("bench-rpcproxy") as run:
+        s = await start_topology(run)
+        el1, proxy, per_request = s["el1"], s["proxy"], s["proxy-per-request"]
+        results: dict[str, Sample] = {}
+        for _ in range(2):  # interleaved rounds; keep the better of each, so a noisy neighbour costs less
+            for name, coro in (
+                ("HTTP direct", lambda: http_closed_loop(el1.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY)),
+                (
+                    "HTTP via proxy",
+                    lambda: http_closed_loop(proxy.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
+                ),
+                (
+                    "HTTP via proxy, client-per-request",
+                    lambda: http_closed_loop(per_request.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
+                ),
+                ("WS direct", lambda: ws_pipelined(el1.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
+                ("WS via proxy", lambda: ws_pipelined(proxy.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
+                ("HTTP serial direct", lambda: http_closed_loop(el1.url("http"), SERIAL_REQUESTS, 1)),
+                ("HTTP serial via proxy", lambda: http_closed_loop(proxy.url("http"), SERIAL_REQUESTS, 1)),
+                ("WS serial direct", lambda: ws_pipelined(el1.url("ws"), SERIAL_REQUESTS, 1)),
+                ("WS serial via proxy", lambda: ws_pipelined(proxy.url("ws"), SERIAL_REQUESTS, 1)),
+            ):
+                before = {p: cpu_seconds(svc.pid) for p, svc in s.items()}
+                sample = await coro()
+                sample.cpu = {p: cpu_seconds(svc.pid) - before[p] for p, svc in s.items()}
+                if name not in results or sample.rate > results[name].rate:
+                    results[name] = sample
+        load_http, load_ws, notifications = await production_load(proxy.url("http"), proxy.url("ws"))
+
+    print(f"{'measurement':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, sample in results.items():
+        print(_row(name, sample))
+    print(_row(f"load: HTTP {LOAD_RATE}/s via proxy", load_http))
+    print(_row(f"load: {LOAD_SESSIONS} WS sessions via proxy", load_ws) + f"   ({notifications} newHeads)")
+
+    r = results
+    checks = {
+        "HTTP throughput proxy/direct >= 0.5": r["HTTP via proxy"].rate / r["HTTP direct"].rate,
+        "WS throughput proxy/direct >= 0.5": r["WS via proxy"].rate / r["WS direct"].rate,
+    }
+    overhead = {
+        "HTTP p50 overhead (serial) <= 1 ms": (
+            r["HTTP serial via proxy"].pct(0.5) - r["HTTP serial direct"].pct(0.5)
+        )
+        * 1e3,
+        "WS p50 overhead (serial) <= 1 ms": (
+            r["WS serial via proxy"].pct(0.5) - r["WS serial direct"].pct(0.5)
+        )
+        * 1e3,
+    }
+    load_p99 = max(load_http.pct(0.99), load_ws.pct(0.99)) * 1e3
+    achieved = len(load_http.latencies) / LOAD_SECONDS
+    pooled, fresh = r["HTTP via proxy"], r["HTTP via proxy, client-per-request"]
+    print()
+    ok = True
+    for label, ratio in checks.items():
+        ok &= ratio >= 0.5
+        print(f"{label:<44}{ratio:>8.2f}  {'ok' if ratio >= 0.5 else 'MISSED'}")
+    for label, ms in overhead.items():
+        ok &= ms <= 1.0
+        print(f"{label:<44}{ms:>8.2f}  {'ok' if ms <= 1.0 else 'MISSED'}")
+    held = load_p99 < 100 and load_http.errors + load_ws.errors == 0
+    ok &= held
+    print(
+        f"{'production load p99 < 100 ms, no errors':<44}{load_p99:>8.1f}  {'ok' if held else 'MISSED'}"
+        f"   (HTTP sent at {achieved:.0f}/s)"
+    )
+    print(f"{'pooled / client-per-request throughput':<44}{pooled.rate / fresh.rate:>8.2f}")
+    print(f"{'client-per-request / pooled p99':<44}{fresh.pct(0.99) / pooled.pct(0.99):>8.2f}")
+    print()
+    print("capacity per core (requests per CPU-second of the process; independent of the client's speed):")
+    for name, process in (
+        ("HTTP direct", "el1"),
+        ("HTTP via proxy", "proxy"),
+        ("WS direct", "el1"),
+        ("WS via proxy", "proxy"),
+        ("HTTP via proxy, client-per-request", "proxy-per-request"),
+    ):
+        print(f"  {name + ' (' + process + ')':<52}{r[name].per_core(process):>10.0f}")
+    print(
+        f"  {'proxy HTTP capacity / elnode HTTP capacity':<52}"
+        f"{r['HTTP via proxy'].per_core('proxy') / r['HTTP direct'].per_core('el1'):>10.2f}"
+    )
+    print(
+        f"  {'proxy WS capacity / elnode WS capacity':<52}"
+        f"{r['WS via proxy'].per_core('proxy') / r['WS direct'].per_core('el1'):>10.2f}"
+    )
+    return 0 if ok else 1
+
+
+def main() -> int:
+    return asyncio.run(bench())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
