@@ -235,6 +235,33 @@ class EthStack:
 
         return await wait_until(done, timeout, f"sessions made {moves} moves")
 
+    def upstream_message_rows(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """What crossed the proxy ↔ upstream WebSockets after *since* (unix time), from the run's logs.
+
+        Rows for :func:`workbook.plots.sequence_chart`: each request an upstream logged (``rpc.request``
+        over ``ws``) becomes a proxy → node arrow at its arrival and a node → proxy answer at its end;
+        each completed move of a session (the proxy's ``ws.moved``) becomes a note on the proxy's lane.
+        Health checks (HTTP) are left out.
+        """
+        rows: list[dict[str, Any]] = []
+        for name, svc in self.nodes.items():
+            for rec in svc.logs():
+                if rec.get("event") != "rpc.request" or rec.get("transport") != "ws" or rec["ts"] < since:
+                    continue
+                arrived = rec["ts"] - rec.get("ms", 0.0) / 1000
+                rows.append({"ts": arrived, "src": PROXY, "dst": name, "kind": "upstream-request",
+                             "label": f"{rec['method']} id={rec.get('id')!r}", "highlight": False})
+                answer = "error" if rec.get("outcome") != "ok" else "result"
+                rows.append({"ts": rec["ts"], "src": name, "dst": PROXY, "kind": "upstream-response",
+                             "label": f"{answer} id={rec.get('id')!r}", "highlight": False})
+        if self.proxy is not None:
+            for rec in self.proxy.logs():
+                if rec.get("event") == "ws.moved" and rec["ts"] >= since and rec.get("reason") != "initial":
+                    rows.append({"ts": rec["ts"], "src": PROXY, "dst": PROXY, "kind": "move",
+                                 "label": f"move {rec.get('from_upstream')} → {rec.get('to_upstream')} "
+                                          f"({rec.get('reason')})", "highlight": False})
+        return rows
+
     def logs(self) -> Any:
         """Every process's JSON-lines log as one pandas DataFrame sorted by ``ts``."""
         import pandas as pd
