@@ -84,6 +84,12 @@ OPTIONS: dict[str, tuple[type, Any, float | None, str]] = {
     ),
     "ws_queue_max_messages": (int, 1000, 1, "client messages a session queues during a move"),
     "ws_queue_max_bytes": (int, 1048576, 1, "bytes of client messages a session queues during a move"),
+    "ws_send_queue_max_bytes": (
+        int,
+        8388608,
+        1024,
+        "bytes waiting to be written to one client; a client that falls further behind is closed (1008)",
+    ),
     "ws_max_subscriptions": (int, 100, 1, "subscriptions one session may hold"),
     "ws_max_inflight": (int, 1000, 1, "requests one session may have in flight upstream"),
     "gap_fill_max": (int, 64, 0, "most newHeads blocks filled from eth_getBlockByNumber after a move"),
@@ -169,6 +175,7 @@ class ProxyConfig:
     ws_move_timeout: float = 10.0
     ws_queue_max_messages: int = 1000
     ws_queue_max_bytes: int = 1048576
+    ws_send_queue_max_bytes: int = 8388608
     ws_max_subscriptions: int = 100
     ws_max_inflight: int = 1000
     gap_fill_max: int = 64

@@ -91,6 +91,8 @@ class WsSession:
         self._answered = asyncio.Event()  # set on every upstream response (drains wait on it)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outq: asyncio.Queue[str | None] = asyncio.Queue()
+        self._out_bytes = 0
+        self._too_slow = False
         self._heads: asyncio.Queue[tuple[Subscription, dict[str, Any]]] = asyncio.Queue()
         self._writer = self._spawn(self._write_loop(), "writer")
         self._head_pump = self._spawn(self._pump_heads(), "heads")
@@ -107,15 +109,28 @@ class WsSession:
         return defect in self.s.defects
 
     def out(self, text: str) -> None:
-        """Queue one frame for the client (a single writer task keeps frames in order)."""
-        if not self.closed:
-            self._outq.put_nowait(text)
+        """Queue one frame for the client (a single writer task keeps frames in order).
+
+        A client that does not read cannot make the proxy buffer without bound: past
+        ``ws_send_queue_max_bytes`` the session is closed (1008) rather than growing.
+        """
+        if self.closed or self._too_slow:
+            return
+        self._out_bytes += len(text)
+        if self._out_bytes > self.cfg.ws_send_queue_max_bytes:
+            self._too_slow = True
+            self.s.metrics.dropped.labels("slow_client").inc()
+            self._event("ws.client_too_slow", "warning", queued_bytes=self._out_bytes)
+            self._spawn(self.client.close(code=1008, message=b"client too slow"), "close-slow")
+            return
+        self._outq.put_nowait(text)
 
     async def _write_loop(self) -> None:
         while True:
             text = await self._outq.get()
             if text is None:
                 return
+            self._out_bytes -= len(text)
             try:
                 await self.client.send_str(text)
             except (ConnectionError, RuntimeError):

@@ -139,7 +139,10 @@ async def test_rpc06_sessions_switch_back_to_the_recovered_primary(run: Run, mod
 async def test_rpc07_hung_upstream_and_health_checks(run: Run, mode: str) -> None:
     stack = await start_stack(run, ("health-without-timeout",) if mode == "incident" else ())
     http = HttpClient(stack.proxy_http_url, timeout=10)
+    ws = await WsClient.connect(stack.proxy_ws_url, "strict")
     try:
+        sub = await ws.subscribe("newHeads")
+        await wait_sessions_on(stack, "el1")
         assert int(await http.request("eth_blockNumber"), 16) > 0
         rounds_before = (await stack.status())["rounds"]
         paused_at = time.monotonic()
@@ -151,6 +154,7 @@ async def test_rpc07_hung_upstream_and_health_checks(run: Run, mode: str) -> Non
             status = await stack.status()
             assert status["rounds"] <= rounds_before + 1  # the monitor is stuck on el1's check
             assert next(n for n in status["nodes"] if n["name"] == "el1")["healthy"]  # no failover
+            assert [s["upstream"] for s in status["session_details"]] == ["el1"]  # the session hangs with it
         else:
             latencies = []
             for _ in range(8):
@@ -168,9 +172,13 @@ async def test_rpc07_hung_upstream_and_health_checks(run: Run, mode: str) -> Non
             # bounded: a request to the hung node costs at most one request_timeout before the retry
             assert max(latencies) <= FAST["request_timeout"] + 1.0, latencies
             assert (await stack.status())["rounds"] >= rounds_before + 2  # checks kept running
+            await wait_sessions_on(stack, "el2")  # the WebSocket session left the hung node
+            seen = len(ws.notifications(sub))
+            await ws.wait_notifications(sub, seen + 2)
     finally:
         stack.resume("el1")
         await http.close()
+        await ws.close()
 
 
 async def _monitor_stuck(stack: object, quiet: float) -> None:
@@ -198,3 +206,36 @@ async def test_rpc08_mechanism_upstream_connections_per_request(run: Run, mode: 
         assert opened >= requests  # one TCP connection per request
     else:
         assert opened <= 2  # sequential requests reuse the pooled connection
+
+
+async def test_heads_missed_during_a_slow_move_are_filled_in_order(run: Run) -> None:
+    stack = await start_stack(run)
+    async with await WsClient.connect(stack.proxy_ws_url, "strict") as client:
+        sub = await client.subscribe("newHeads")
+        await client.wait_notifications(sub, 2)
+        await wait_sessions_on(stack, "el1")
+        await stack.admin("el2").set(slow_handshake={"count": 1, "seconds": 1.5})  # ~6 blocks of silence
+        await stack.admin("el1").drop_websockets()
+        await wait_moving(stack)
+        await wait_sessions_on(stack, "el2")
+        seen = len(client.notifications(sub))
+        await client.wait_notifications(sub, seen + 2)
+    numbers = [int(h["number"], 16) for h in client.notifications(sub)]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    assert await metric(stack, "rpcproxy_ws_gap_blocks_filled_total") >= 3
+
+
+async def test_heads_a_lagging_backup_repeats_are_not_delivered_twice(run: Run) -> None:
+    stack = await start_stack(run)
+    await stack.admin("el2").set(lag_blocks=2)  # within max_lag_blocks: still healthy
+    async with await WsClient.connect(stack.proxy_ws_url, "strict") as client:
+        sub = await client.subscribe("newHeads")
+        await client.wait_notifications(sub, 2)
+        await wait_sessions_on(stack, "el1")
+        stack.kill("el1")
+        await wait_sessions_on(stack, "el2")
+        seen = len(client.notifications(sub))
+        await client.wait_notifications(sub, seen + 2)
+    numbers = [int(h["number"], 16) for h in client.notifications(sub)]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    assert await metric(stack, "rpcproxy_ws_heads_deduplicated_total") >= 1
