@@ -41,6 +41,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 ANTI_ENTROPY_S = 1.0
+CONTACT_WINDOW_S = 3.0  # how long a starting node tries to reach each peer before it skips it
 FLUSH_INTERVAL_S = 0.1
 
 
@@ -218,24 +219,27 @@ class Node:
                       watermarks=self.store.watermarks)
 
     async def _catch_up_from(self, peer: Peer, deadline: float) -> str:
+        """Pull from *peer* until we hold what it held at first contact. A peer that does not answer
+        within CONTACT_WINDOW_S (down, cut off, or still recovering its own store) is skipped."""
         target: dict[str, int] | None = None
         pulled = 0
+        contact_by = time.monotonic() + CONTACT_WINDOW_S
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return f"timed out after {pulled} entries"
+            now = time.monotonic()
             first = target is None
+            remaining = (min(deadline, contact_by) if first else deadline) - now
+            if remaining <= 0:
+                return f"unreachable ({peer.last_error})" if first else f"timed out after {pulled} entries"
             try:
                 reply = await peer.stub.Pull(
                     pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks), limit=512),
-                    timeout=min(3.0 if first else CALL_TIMEOUT_S, remaining), wait_for_ready=first)
+                    timeout=min(CALL_TIMEOUT_S, remaining), wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
                 peer.failed(exc)
-                if first:
-                    return f"unreachable ({exc.code().name})"
+                await asyncio.sleep(0.05)  # retry pacing within the bounded wait
                 continue
             peer.contact(None)
-            if first:
+            if target is None:
                 target = dict(reply.watermarks)
             if reply.entries:
                 await self._apply(list(reply.entries))
