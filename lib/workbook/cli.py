@@ -1,4 +1,4 @@
-"""``workbook``: list the notebooks, run them headless, reap what a dead kernel left (``down``)."""
+"""``workbook``: list and run the notebooks, bring the topology ``up``, reap what is left (``down``)."""
 
 from __future__ import annotations
 
@@ -39,18 +39,27 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("down", help="reap services and run directories whose owner has died")
     d.add_argument("--all", action="store_true", help="also runs whose owner is alive (stops them!)")
 
-    sub.add_parser("up", help="start the whole topology for exploration (not yet implemented)")
+    u = sub.add_parser("up", help="start the whole topology for exploration and print its endpoints")
+    u.add_argument("--detach", action="store_true",
+                   help="leave it running in the background (stop it with `workbook down`)")
+    u.add_argument("--block-time", type=float, default=1.0, help="seconds between blocks (default: 1)")
+    u.add_argument("--ready-timeout", type=float, default=30.0, help="seconds each service may take")
     return p
 
 
 def cmd_down(everything: bool) -> int:
-    """Reap dead owners' runs (or all runs); prints one line per run reaped."""
+    """Stop a detached ``workbook up``, reap dead owners' runs (or all runs); one line per run."""
+    from workbook import up
+
+    detached = up.stop_detached()
+    if detached is not None:
+        print(f"stopped the detached topology (supervisor pid {detached['pid']}, {detached['run_dir']})")
     reports = registry.reap(everything=everything)
     for rep in reports:
         killed = ", ".join(f"{p['name']}[{p['pid']}]" for p in rep.killed) or "no live process"
         where = "removed" if rep.removed_dir else "kept"
         print(f"reaped {rep.run_id}: {killed}; {rep.run_dir} {where}")
-    if not reports:
+    if not reports and detached is None:
         print("nothing to reap")
     return 0
 
@@ -61,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         return cmd_down(args.all)
     if args.command == "up":
-        sys.stderr.write("workbook: error: 'up' is not implemented yet (the whole-topology launcher "
-                         "lands with the KV cluster and Ethereum stack)\n")
-        return 2
+        from workbook import up
+
+        return up.cmd_up(detach=args.detach, block_time=args.block_time, ready_timeout=args.ready_timeout)
     from workbook import profiles, runner
 
     notebooks_dir = args.notebooks or Path(os.environ.get("WORKBOOK_NOTEBOOKS", profiles.ROOT / "notebooks"))
