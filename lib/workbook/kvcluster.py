@@ -98,11 +98,8 @@ class KVCluster:
         return argv + self.extra_args
 
     async def _start_node(self, name: str, *, wait: bool = True) -> Service:
-        if wait:
-            return await self.run.astart(name, self.argv(name), health=kv_health(),
-                                         ready_timeout=self.ready_timeout)
-        svc = self.run._new_service(name, self.argv(name), kv_health(), self.ready_timeout, None, True, True)
-        return svc.start(wait=False)
+        return await self.run.astart(name, self.argv(name), health=kv_health(),
+                                     ready_timeout=self.ready_timeout, wait=wait)
 
     # -- nodes and process faults --------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Service:
