@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 import websockets
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -115,7 +114,19 @@ class SessionModel:
         self.loop.run_until_complete(self.reader)
 
 
-def machine_for(loop: asyncio.AbstractEventLoop, stack: EthStack) -> type[RuleBasedStateMachine]:
+def machine_for(
+    loop: asyncio.AbstractEventLoop, stack: EthStack, found: list[list[str]] | None = None
+) -> type[RuleBasedStateMachine]:
+    """The state machine over *stack*'s proxy. With *found* given, violations are recorded there (one
+    list per example) instead of failing the example: the moment a leak shows depends on timing, so
+    hypothesis could not replay a failure step for step."""
+
+    def verdict(problems: list[str]) -> None:
+        if found is None:
+            assert not problems, problems
+        elif problems and problems not in found:
+            found.append(problems)
+
     class ProxySession(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -130,11 +141,11 @@ def machine_for(loop: asyncio.AbstractEventLoop, stack: EthStack) -> type[RuleBa
         def subscribe(self, kind: list[Any], req_id: Any) -> None:
             self._send({"jsonrpc": "2.0", "id": req_id, "method": "eth_subscribe", "params": kind})
 
-        @rule(data=st.data(), req_id=IDS)
-        def unsubscribe(self, data: st.DataObject, req_id: Any) -> None:
+        @rule(pick=st.integers(0, 20), req_id=IDS)
+        def unsubscribe(self, pick: int, req_id: Any) -> None:
             self.model.settle(5)
-            held = sorted(self.model.held())
-            target = data.draw(st.sampled_from(held)) if held else "0x" + "0" * 32
+            held = sorted(self.model.held())  # chosen by index: what is held is the system's state
+            target = held[pick % len(held)] if held else "0x" + "0" * 32
             self._send({"jsonrpc": "2.0", "id": req_id, "method": "eth_unsubscribe", "params": [target]})
 
         @rule(call=CALLS, req_id=IDS, times=st.integers(1, 3))
@@ -157,27 +168,27 @@ def machine_for(loop: asyncio.AbstractEventLoop, stack: EthStack) -> type[RuleBa
 
         @invariant()
         def nothing_unsolicited(self) -> None:
-            _held, problems = self.model.judge()
-            assert not problems, problems
+            verdict(self.model.judge()[1])
 
         def teardown(self) -> None:
             try:
                 self.model.settle()
                 _held, problems = self.model.judge()
-                assert not problems, problems
                 missing = {k: n for k, n in self.model.sent.items() if self.model.responses()[k] < n}
-                assert not missing, f"requests without an answer: {missing}"
+                verdict(problems + ([f"requests without an answer: {missing}"] if missing else []))
             finally:
                 self.model.close()
 
     return ProxySession
 
 
-def _run_machine(run: Run, defects: tuple[str, ...], config: settings) -> None:
+def _run_machine(
+    run: Run, defects: tuple[str, ...], config: settings, found: list[list[str]] | None = None
+) -> None:
     loop = asyncio.new_event_loop()
     try:
         stack = loop.run_until_complete(start_stack(run, defects))
-        run_state_machine_as_test(machine_for(loop, stack), settings=config)
+        run_state_machine_as_test(machine_for(loop, stack, found), settings=config)
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -191,6 +202,8 @@ def test_rpc10_properties_hold_on_the_default_proxy(run: Run) -> None:
 
 
 def test_rpc10_the_search_finds_the_replay_leak(run: Run) -> None:
-    config = settings(max_examples=30, stateful_step_count=12, phases=[Phase.generate], **COMMON)
-    with pytest.raises(AssertionError, match=r"responses to|not held"):
-        _run_machine(run, ("replay-leak",), config)
+    config = settings(max_examples=12, stateful_step_count=12, phases=[Phase.generate], **COMMON)
+    found: list[list[str]] = []
+    _run_machine(run, ("replay-leak",), config, found)
+    assert found, "no counterexample found with replay-leak on"
+    assert any("responses to" in p for problems in found for p in problems), found
