@@ -1,1 +1,7 @@
-"""rpcproxy package."""
+"""rpcproxy: a JSON-RPC proxy in front of Ethereum execution nodes (HTTP and WebSocket), with health
+checks, failover and failback, and the 2026-01-23 incident's defects as ``--defect`` switches.
+
+Modules: ``config`` (CLI upstreams + TOML options), ``health`` (state machine and monitor), ``httpproxy``
+(``POST /``), ``session`` (one client WebSocket and its moves), ``tables`` (ids, subscriptions, heads),
+``upstream_ws`` (one upstream WebSocket), ``metrics``, ``jsonrpc``, ``server`` (the app), ``__main__``.
+"""
