@@ -83,6 +83,9 @@ class _AnvilPair:
     async def _get(self, path: str, timeout: float) -> str:  # noqa: ASYNC109
         return await EthStack._get(self, path, timeout)  # type: ignore[arg-type]
 
+    async def sessions(self) -> list[dict[str, Any]]:
+        return await EthStack.sessions(self)  # type: ignore[arg-type]
+
     @property
     def proxy_http_url(self) -> str:
         return self.proxy.url("http")
