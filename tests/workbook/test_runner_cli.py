@@ -170,8 +170,3 @@ def test_nothing_to_run_is_not_a_failure(tmp_path: Path, capsys: pytest.CaptureF
                      "--output", str(out)]) == 0
     assert summary(out)["skipped"][0]["id"] == "fx-nodefect"
     capsys.readouterr()
-
-
-def test_up_says_it_is_not_there_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["up"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
