@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-JOBS   ?= 4
+# pytest workers (make test) and notebooks executed at once (make run: one per core)
+JOBS     ?= 4
+RUN_JOBS ?= 2
 
 .PHONY: run test lab bench clean lint down
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/workbook run --mode both --profile ci
+	$(BIN)/workbook run --mode both --profile ci --jobs $(RUN_JOBS)
 
 # Each session gets its own temp root (concurrent sessions on one machine never share pytest's basetemp),
 # removed afterwards whatever the outcome.
