@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from workbook import catalog, profiles, runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +24,11 @@ EXPECTED = {"incident": "the incident did not reproduce", "fixed": "the invarian
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize(("info", "mode"), CASES, ids=[f"{i.id}-{m}-switched" for i, m in CASES])
 def test_verdict_follows_the_switches(info: catalog.NotebookInfo, mode: str, tmp_path: Path) -> None:
-    assert "defects" in info.parameters(), f"{info.id} has no `defects` parameter to override its switches"
+    assert "defects" in info.parameters(), f"{info.id}: no `defects` parameter to override its switches"
     (job,), _ = runner.plan([info], [info.id], mode, profiles.load("ci"), 1, None)
     job.parameters["defects"] = [] if mode == "incident" else list(info.defects)
     row = runner.execute(job, tmp_path, threading.Event(), render=False)
-    assert row["verdict"] == "fail", f"{info.id} ({mode}, switches flipped): {row['verdict']}: {row['message']}"
+    flipped = f"{info.id} ({mode}, switches flipped)"
+    assert row["verdict"] == "fail", f"{flipped}: {row['verdict']}: {row['message']}"
     assert row["message"].startswith(EXPECTED[mode]), row["message"]
     assert not row["reaped"], f"the notebook left processes behind: {row['reaped']}"

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from workbook import catalog, profiles, runner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -62,7 +62,7 @@ class _StdlibBridge(logging.Handler):
 
 def configure_logging(service: str, name: str, log_file: str | None) -> JsonLogger:
     """Open the JSON-lines log (*log_file*, appended, or stderr when None) and bridge stdlib logging."""
-    stream: IO[str] = open(Path(log_file), "a", buffering=1, encoding="utf-8") if log_file else sys.stderr  # noqa: SIM115
+    stream: IO[str] = open(Path(log_file), "a", buffering=1, encoding="utf-8") if log_file else sys.stderr
     log = JsonLogger(service, name, stream)
     root = logging.getLogger()
     root.addHandler(_StdlibBridge(log))
