@@ -1,7 +1,8 @@
 """JSON-RPC over HTTP (``POST /``): limits, deny-list, routing to the first healthy node, read-only retry.
 
-Upstream connections are pooled in one ``aiohttp.ClientSession``. The ``client-per-request`` defect puts
-back the historical forwarder that opened a new session and connection (``force_close``) per request.
+Upstream connections are pooled, per node, by ``upstream_http.UpstreamPool`` (keep-alive HTTP/1.1). The
+``client-per-request`` defect puts back the historical forwarder that opened a new connection for every
+request and closed it after the answer.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from servicekit import JsonLogger
@@ -21,6 +20,7 @@ from rpcproxy.config import ProxyConfig
 from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
 from rpcproxy.metrics import ProxyMetrics
+from rpcproxy.upstream_http import UpstreamHttpError, UpstreamPool
 
 HOP_BY_HOP = frozenset(
     {
@@ -42,23 +42,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+RESPONSE_DROP = frozenset({"date", "server"})  # the proxy's own server sets these
 
 
 class UpstreamFailed(Exception):
     """No upstream produced an answer."""
-
-
-class CountingConnector(aiohttp.TCPConnector):
-    """A connector that counts the TCP connections it opens, per upstream (cheaper than request tracing)."""
-
-    def __init__(self, on_open: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_open = on_open
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 (aiohttp's)
-        connection = await super()._create_connection(req, traces, timeout)
-        self._on_open(req.url)
-        return connection
 
 
 def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
@@ -90,41 +78,24 @@ class HttpForwarder:
         self.log = log
         self.per_request = "client-per-request" in defects
         self.policy = policy
-        self._session: aiohttp.ClientSession | None = None
-        self._names = {
-            (urlsplit(u.http_url).hostname, urlsplit(u.http_url).port): u.name for u in config.upstreams
-        }
-
-    def _connection_opened(self, url: Any) -> None:
-        self.metrics.upstream_connections.labels(self._names.get((url.host, url.port), "")).inc()
+        self._pools: dict[str, UpstreamPool] = {}
 
     async def start(self) -> None:
-        self._session = self._new_session(pooled=True)
+        for spec in self.cfg.upstreams:
+            opened = self.metrics.upstream_connections.labels(spec.name)
+            self._pools[spec.name] = UpstreamPool(
+                spec.http_url, limit=self.cfg.pool_size, keepalive=30.0, on_open=opened.inc
+            )
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _new_session(self, *, pooled: bool) -> aiohttp.ClientSession:
-        connector = (
-            CountingConnector(
-                self._connection_opened, limit=0, limit_per_host=self.cfg.pool_size, keepalive_timeout=30
-            )
-            if pooled
-            else CountingConnector(self._connection_opened, force_close=True, limit=0)
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-        )
+        for pool in self._pools.values():
+            await pool.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         body = await self._read_body(request)
         if body is None:
-            self.metrics.requests.labels("http", "other", "", "limited").inc()
+            self.metrics.request("http", "other", "", "limited").inc()
             return _json(
                 error(
                     None,
@@ -135,7 +106,7 @@ class HttpForwarder:
             )
         obj, problem = jsonrpc.decode(body)
         if problem is not None:
-            self.metrics.requests.labels("http", "other", "", "invalid").inc()
+            self.metrics.request("http", "other", "", "invalid").inc()
             return _json(error(None, jsonrpc.PARSE_ERROR, problem))
         if isinstance(obj, list):
             return await self._batch(request, body, obj, started)
@@ -158,23 +129,23 @@ class HttpForwarder:
         m = self.metrics
         problem = jsonrpc.request_problem(obj)
         if problem is not None:
-            m.requests.labels("http", "other", "", "invalid").inc()
+            m.request("http", "other", "", "invalid").inc()
             return _json(error(jsonrpc.id_of(obj), jsonrpc.INVALID_REQUEST, problem))
         method = obj["method"]
         label = method_label(method)
         if self.policy.denied(method):
-            m.requests.labels("http", label, "", "denied").inc()
+            m.request("http", label, "", "denied").inc()
             return _json(self.policy.deny_error(obj.get("id"), method))
         try:
             status, headers, payload, upstream = await self.forward(
                 request, body, self.policy.is_read_only(method)
             )
         except UpstreamFailed as exc:
-            m.requests.labels("http", label, "", "upstream_error").inc()
+            m.request("http", label, "", "upstream_error").inc()
             return _json(error(obj.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)), 502)
         outcome = "rpc_error" if b'"error"' in payload else "ok"
-        m.requests.labels("http", label, upstream, outcome).inc()
-        m.latency.labels("http", upstream).observe(time.monotonic() - started)
+        m.request("http", label, upstream, outcome).inc()
+        m.request_latency("http", upstream).observe(time.monotonic() - started)
         return web.Response(body=payload, status=status, headers=headers)
 
     async def _batch(
@@ -182,10 +153,10 @@ class HttpForwarder:
     ) -> web.StreamResponse:
         m = self.metrics
         if not items:
-            m.requests.labels("http", "batch", "", "invalid").inc()
+            m.request("http", "batch", "", "invalid").inc()
             return _json(error(None, jsonrpc.INVALID_REQUEST, "invalid request: empty batch"))
         if len(items) > self.cfg.batch_limit:
-            m.requests.labels("http", "batch", "", "limited").inc()
+            m.request("http", "batch", "", "limited").inc()
             return _json(
                 error(
                     None,
@@ -205,20 +176,20 @@ class HttpForwarder:
             else:
                 remote.append(item)
         if not remote:
-            m.requests.labels("http", "batch", "", "denied").inc()
+            m.request("http", "batch", "", "denied").inc()
             return _json(local) if local else web.Response(status=204)
         read_only = all(self.policy.is_read_only(i["method"]) for i in remote)
         upstream_body = body if not local and len(remote) == len(items) else encode(remote).encode()
         try:
             status, headers, payload, upstream = await self.forward(request, upstream_body, read_only)
         except UpstreamFailed as exc:
-            m.requests.labels("http", "batch", "", "upstream_error").inc()
+            m.request("http", "batch", "", "upstream_error").inc()
             answers = local + [
                 error(i.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) for i in remote if "id" in i
             ]
             return _json(answers, 502)
-        m.requests.labels("http", "batch", upstream, "ok").inc()
-        m.latency.labels("http", upstream).observe(time.monotonic() - started)
+        m.request("http", "batch", upstream, "ok").inc()
+        m.request_latency("http", upstream).observe(time.monotonic() - started)
         if not local:
             return web.Response(body=payload, status=status, headers=headers)
         upstream_answers, problem = jsonrpc.decode(payload)
@@ -247,7 +218,7 @@ class HttpForwarder:
             more = index + 1 < len(nodes)
             try:
                 status, resp_headers, payload = await self._post(node, headers, body)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (UpstreamHttpError, TimeoutError, OSError) as exc:
                 last_error = f"{node.name}: {type(exc).__name__}: {exc}"[:300]
                 if read_only and more:
                     self.metrics.retries.labels(node.name).inc()
@@ -263,21 +234,16 @@ class HttpForwarder:
     async def _post(
         self, node: NodeHealth, headers: CIMultiDict[str], body: bytes
     ) -> tuple[int, CIMultiDict[str], bytes]:
+        pool = self._pools[node.name]
+        upstream_headers = list(headers.items())
+        if "Content-Type" not in headers:
+            upstream_headers.append(("Content-Type", "application/json"))
+        if "Accept" not in headers:
+            upstream_headers.append(("Accept", "*/*"))
         async with asyncio.timeout(self.cfg.request_timeout):
             if self.per_request:
-                # Historical: a fresh client (and TCP connection) for every request, closed right after.
-                async with self._new_session(pooled=False) as session:
-                    return await self._exchange(session, node, headers, body)
-            assert self._session is not None
-            return await self._exchange(self._session, node, headers, body)
-
-    @staticmethod
-    async def _exchange(
-        session: aiohttp.ClientSession, node: NodeHealth, headers: CIMultiDict[str], body: bytes
-    ) -> tuple[int, CIMultiDict[str], bytes]:
-        if "Content-Type" not in headers:
-            headers = CIMultiDict(headers)
-            headers["Content-Type"] = "application/json"
-        async with session.post(node.spec.http_url, data=body, headers=headers) as resp:
-            payload = await resp.read()
-            return resp.status, forwardable(resp.headers, frozenset({"date", "server"})), payload
+                # Historical: a fresh TCP connection for every request, closed right after.
+                reply = await pool.post_fresh(upstream_headers, body)
+            else:
+                reply = await pool.post(upstream_headers, body)
+        return reply.status, forwardable(CIMultiDict(reply.headers), RESPONSE_DROP), reply.body

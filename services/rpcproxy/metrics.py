@@ -7,6 +7,8 @@ sessions updating at once can never overwrite each other's value.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -127,6 +129,26 @@ class ProxyMetrics:
         for name in upstreams:
             self.sessions.labels(name).inc(0)
             self.healthy.labels(name).set(0)
+        # Children of the per-request metrics by label values. A child, once made, lives as long as its
+        # metric, so a cached one counts into exactly the series ``.labels(...)`` would return.
+        self._request_children: dict[tuple[str, str, str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
+
+    def request(self, transport: str, method: str, upstream: str, outcome: str) -> Any:
+        """``requests.labels(...)`` without re-validating the labels on every request."""
+        key = (transport, method, upstream, outcome)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(*key)
+        return child
+
+    def request_latency(self, transport: str, upstream: str) -> Any:
+        """``latency.labels(...)``, cached like :meth:`request`."""
+        key = (transport, upstream)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.latency.labels(*key)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

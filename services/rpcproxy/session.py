@@ -285,13 +285,13 @@ class WsSession:
         m = self.s.metrics
         problem = jsonrpc.request_problem(req)
         if problem is not None:
-            m.requests.labels("ws", "invalid", "", "invalid").inc()
+            m.request("ws", "invalid", "", "invalid").inc()
             self._reply(batch, error(jsonrpc.id_of(req), jsonrpc.INVALID_REQUEST, problem))
             return
         method: str = req["method"]
         has_id = "id" in req
         if self.s.policy.denied(method):
-            m.requests.labels("ws", method_label(method), "", "denied").inc()
+            m.request("ws", method_label(method), "", "denied").inc()
             if has_id:
                 self._reply(batch, self.s.policy.deny_error(req["id"], method))
             return
@@ -304,7 +304,7 @@ class WsSession:
                 await link.send(encode(req))
             return
         if len(self.pending) >= self.cfg.ws_max_inflight:
-            m.requests.labels("ws", method_label(method), "", "limited").inc()
+            m.request("ws", method_label(method), "", "limited").inc()
             self._reply(
                 batch,
                 error(
@@ -317,7 +317,7 @@ class WsSession:
         kind, sub, params = "call", None, req.get("params")
         if method == "eth_subscribe":
             if len(self.subs) + self.pending.count(("subscribe",)) >= self.cfg.ws_max_subscriptions:
-                m.requests.labels("ws", method, "", "limited").inc()
+                m.request("ws", method, "", "limited").inc()
                 self._reply(
                     batch,
                     error(
@@ -403,8 +403,8 @@ class WsSession:
                 p.future.set_result(msg)
             return
         outcome = "rpc_error" if "error" in msg else "ok"
-        m.requests.labels("ws", method_label(p.method), link.node, outcome).inc()
-        m.latency.labels("ws", link.node).observe(time.monotonic() - p.started)
+        m.request("ws", method_label(p.method), link.node, outcome).inc()
+        m.request_latency("ws", link.node).observe(time.monotonic() - p.started)
         if p.kind == "subscribe" and isinstance(msg.get("result"), str):
             sub = self.subs.add(
                 link, msg["result"], list(p.request.get("params") or []) if p.request else [], p.client_id
@@ -577,7 +577,7 @@ class WsSession:
                 again.append((p.request, p.batch))
             else:
                 m.failed_inflight.inc()
-                m.requests.labels("ws", method_label(p.method), str(p.link.node), "upstream_error").inc()
+                m.request("ws", method_label(p.method), str(p.link.node), "upstream_error").inc()
                 self._reply(
                     p.batch,
                     error(
