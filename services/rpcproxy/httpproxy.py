@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
@@ -49,11 +48,18 @@ class UpstreamFailed(Exception):
     """No upstream produced an answer."""
 
 
-def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    """*headers* without hop-by-hop ones, nor those named in a ``Connection`` header."""
-    named = {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",")}
-    drop = HOP_BY_HOP | named | extra_drop
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+Headers = list[tuple[str, str]]
+
+
+def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> Headers:
+    """*headers* (a multidict or a list of pairs) without hop-by-hop ones, nor those named in a
+    ``Connection`` header."""
+    pairs: Headers = list(headers.items() if hasattr(headers, "items") else headers)
+    drop = HOP_BY_HOP | extra_drop if extra_drop else HOP_BY_HOP
+    named = [v for k, v in pairs if k.lower() == "connection"]
+    if named:
+        drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -207,12 +213,17 @@ class HttpForwarder:
 
     async def forward(
         self, request: web.Request, body: bytes, read_only: bool
-    ) -> tuple[int, CIMultiDict[str], bytes, str]:
+    ) -> tuple[int, Headers, bytes, str]:
         """Send *body* to the first healthy node; on a connection error or deadline, reads go to the next."""
         nodes = await self.monitor.routable()
         if not nodes:
             raise UpstreamFailed("no healthy upstream")
         headers = forwardable(request.headers)
+        present = {k.lower() for k, _ in headers}
+        if "content-type" not in present:
+            headers.append(("Content-Type", "application/json"))
+        if "accept" not in present:
+            headers.append(("Accept", "*/*"))
         last_error = ""
         for index, node in enumerate(nodes):
             more = index + 1 < len(nodes)
@@ -231,19 +242,12 @@ class HttpForwarder:
             return status, resp_headers, payload, node.name
         raise UpstreamFailed(f"upstream {last_error}")
 
-    async def _post(
-        self, node: NodeHealth, headers: CIMultiDict[str], body: bytes
-    ) -> tuple[int, CIMultiDict[str], bytes]:
+    async def _post(self, node: NodeHealth, headers: Headers, body: bytes) -> tuple[int, Headers, bytes]:
         pool = self._pools[node.name]
-        upstream_headers = list(headers.items())
-        if "Content-Type" not in headers:
-            upstream_headers.append(("Content-Type", "application/json"))
-        if "Accept" not in headers:
-            upstream_headers.append(("Accept", "*/*"))
         async with asyncio.timeout(self.cfg.request_timeout):
             if self.per_request:
                 # Historical: a fresh TCP connection for every request, closed right after.
-                reply = await pool.post_fresh(upstream_headers, body)
+                reply = await pool.post_fresh(headers, body)
             else:
-                reply = await pool.post(upstream_headers, body)
-        return reply.status, forwardable(CIMultiDict(reply.headers), RESPONSE_DROP), reply.body
+                reply = await pool.post(headers, body)
+        return reply.status, forwardable(reply.headers, RESPONSE_DROP), reply.body

@@ -68,11 +68,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every message (``json.loads`` with an option builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode(data: bytes | str) -> tuple[Any, str | None]:
     """Parse a body or frame: ``(value, None)``, or ``(None, reason)`` for anything malformed."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        return json.loads(text, parse_constant=_reject_constant), None
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text), None
     except UnicodeDecodeError:
         return None, "parse error: not valid UTF-8"
     except RecursionError:
