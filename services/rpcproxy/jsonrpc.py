@@ -87,8 +87,11 @@ def decode(data: bytes | str) -> tuple[Any, str | None]:
         return None, f"parse error: {exc}"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # likewise: json.dumps with options builds one per call
+
+
 def encode(message: Any) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    return _ENCODER.encode(message)
 
 
 def valid_id(value: Any) -> bool:
