@@ -25,7 +25,6 @@ from aiohttp import WSMsgType, web
 from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
-from rpcproxy.coalesce import Coalescer
 from rpcproxy.config import ProxyConfig
 from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
@@ -94,7 +93,6 @@ class WsSession:
         self._outq: asyncio.Queue[str | None] = asyncio.Queue()
         self._out_bytes = 0
         self._too_slow = False
-        self._coalescer = Coalescer(client.get_extra_info("socket"))
         self._heads: asyncio.Queue[tuple[Subscription, dict[str, Any]]] = asyncio.Queue()
         self._writer = self._spawn(self._write_loop(), "writer")
         self._head_pump = self._spawn(self._pump_heads(), "heads")
@@ -133,7 +131,6 @@ class WsSession:
             if text is None:
                 return
             self._out_bytes -= len(text)
-            self._coalescer.before_write()
             try:
                 await self.client.send_str(text)
             except (ConnectionError, RuntimeError):

@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
-from rpcproxy.coalesce import Coalescer
 from rpcproxy.config import ProxyConfig, UpstreamSpec
 
 _serial = itertools.count(1)
@@ -42,7 +41,6 @@ class UpstreamLink:
         self.leaked_replays: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
         self._session = session
         self._reader: asyncio.Task[None] | None = None
-        self._coalescer = Coalescer(ws.get_extra_info("socket"))
 
     @property
     def node(self) -> str:
@@ -121,7 +119,6 @@ class UpstreamLink:
         """Send one frame; a dead connection raises ``LinkError`` (its reader reports the close)."""
         if self.ws.closed:
             raise LinkError(f"upstream {self.node} closed")
-        self._coalescer.before_write()
         try:
             await self.ws.send_str(text)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
