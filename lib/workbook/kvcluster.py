@@ -315,6 +315,37 @@ async def write_unique(cluster: KVCluster, history: History, *, nodes: Sequence[
             await c.close()
 
 
+async def write_register(cluster: KVCluster, history: History, *, key: str, writes: int,
+                         through: Sequence[str], reader: str) -> dict[str, str | None]:
+    """One logical writer puts ``v0`` … ``v{writes-1}`` into *key* through the nodes *through* in turn,
+    carrying the highest version it has seen from node to node, while a reader reads *key* from
+    *reader* until the writes are done; every operation goes into *history*. Returns each node's final
+    value once the cluster has converged (the input of :func:`workbook.checkers.last_write_check`)."""
+    writers = {n: cluster.aclient(n) for n in dict.fromkeys(through)}
+    reading = cluster.aclient(reader)
+    done = asyncio.Event()
+
+    async def write() -> None:
+        seen = None
+        for i in range(writes):
+            node = through[i % len(through)]
+            client = writers[node]
+            if seen is not None:
+                client.seen = max(client.seen, seen)  # one logical client, carrying its versions
+            await history.record("writer", node, "write", key, f"v{i}",
+                                 lambda c=client, i=i: c.put(key, f"v{i}"))
+            seen = client.seen
+        done.set()
+
+    async def read() -> None:
+        while not done.is_set():
+            await history.record("reader", reader, "read", key, None, lambda: reading.get(key))
+
+    await asyncio.gather(write(), read())
+    await cluster.wait_converged(10)
+    return {n: (await read_all(cluster, n, [key]))[key] for n in cluster.names}
+
+
 async def read_all(cluster: KVCluster, node: str, keys: Iterable[str], *, concurrency: int = 16,
                    call_timeout: float = 5.0) -> dict[str, str | None]:
     """Read every key from *node*: key → value (None when not found)."""
@@ -331,4 +362,4 @@ async def read_all(cluster: KVCluster, node: str, keys: Iterable[str], *, concur
     return out
 
 
-__all__ = ["Event", "KVCluster", "kv_health", "read_all", "write_unique"]
+__all__ = ["Event", "KVCluster", "kv_health", "read_all", "write_register", "write_unique"]

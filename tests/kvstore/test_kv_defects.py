@@ -17,7 +17,7 @@ from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
 from workbook.checkers import last_write_check, set_check
 from workbook.history import History
-from workbook.kvcluster import kv_health, read_all, write_unique
+from workbook.kvcluster import kv_health, read_all, write_register, write_unique
 from workbook.topology import ServiceError
 
 MODES = ["incident", "fixed"]
@@ -170,30 +170,9 @@ async def test_kv05_wall_clock_lww_loses_the_last_acknowledged_write(start_clust
     cluster = await start_cluster(defects=on(mode, "wall-clock-lww"))
     cluster.set_clock_offset("kv3", -5.0)
     history = History()
-    clients = {n: cluster.aclient(n) for n in ("kv1", "kv3")}
-    reader = cluster.aclient("kv2")
-    done = asyncio.Event()
-
-    async def write() -> None:
-        seen = None
-        for i in range(20):
-            node = ("kv1", "kv3")[i % 2]  # alternating; the last write goes through the slow clock
-            client = clients[node]
-            if seen is not None:
-                client.seen = max(client.seen, seen)
-            await history.record("writer", node, "write", "reg", f"v{i}",
-                                 lambda c=client, i=i: c.put("reg", f"v{i}"))
-            seen = client.seen
-        done.set()
-
-    async def read() -> None:
-        while not done.is_set():
-            await history.record("reader", "kv2", "read", "reg", None, lambda: reader.get("reg"))
-
-    await asyncio.gather(write(), read())
+    # alternating kv1/kv3: the last write goes through the slow clock
+    final = await write_register(cluster, history, key="reg", writes=20, through=("kv1", "kv3"), reader="kv2")
     assert history.counts()["fail"] == history.counts()["info"] == 0
-    await cluster.wait_converged(10)
-    final = {n: (await read_all(cluster, n, ["reg"]))["reg"] for n in cluster.names}
     verdict = last_write_check(history, "reg", final)
     print(f"[{mode}] last acknowledged {verdict['last_acknowledged']!r}, final {final}, "
           f"vanished {[v['value'] for v in verdict['vanished'] if v['node'] == 'kv1']}")

@@ -8,7 +8,7 @@ import pytest
 from kvstore.client import KeyNotFound, Unavailable
 from workbook.checkers import last_write_check, set_check
 from workbook.history import History
-from workbook.kvcluster import read_all, write_unique
+from workbook.kvcluster import read_all, write_register, write_unique
 
 
 async def test_recovery_from_kill_9(start_cluster) -> None:
@@ -114,29 +114,7 @@ async def test_concurrent_writer_and_reader_final_value_is_last_acknowledged(sta
     holds the last acknowledged write."""
     cluster = await start_cluster()
     history = History()
-    writers = {n: cluster.aclient(n) for n in ("kv1", "kv2")}
-    reader = cluster.aclient("kv3")
-    done = asyncio.Event()
-
-    async def write() -> None:
-        seen = None
-        for i in range(40):
-            node = ("kv1", "kv2")[i % 2]
-            client = writers[node]
-            if seen is not None:
-                client.seen = max(client.seen, seen)  # one logical client, carrying its versions
-            await history.record("writer", node, "write", "reg", f"v{i}",
-                                 lambda c=client, i=i: c.put("reg", f"v{i}"))
-            seen = client.seen
-        done.set()
-
-    async def read() -> None:
-        while not done.is_set():
-            await history.record("reader", "kv3", "read", "reg", None, lambda: reader.get("reg"))
-
-    await asyncio.gather(write(), read())
-    await cluster.wait_converged(10)
-    final = {n: (await read_all(cluster, n, ["reg"]))["reg"] for n in cluster.names}
+    final = await write_register(cluster, history, key="reg", writes=40, through=("kv1", "kv2"), reader="kv3")
     verdict = last_write_check(history, "reg", final)
     print("reads during the run:", sum(1 for r in history.operations() if r["f"] == "read"))
     assert verdict["valid"], verdict
