@@ -29,8 +29,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lib services tests bench
 
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
