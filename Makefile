@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbook)" >/dev/null
+	@# ipykernel's installer leaves its empty *_kernels temp dir behind: give it one we remove.
+	@tmp=$$(mktemp -d); TMPDIR=$$tmp $(BIN)/python -m ipykernel install --sys-prefix --name python3 \
+		--display-name "Python 3 (workbook)" >/dev/null; status=$$?; rm -rf $$tmp; exit $$status
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -14,9 +14,11 @@ import concurrent.futures
 import datetime as dt
 import html
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -162,23 +164,31 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
             "cwd": str(job.info.path.resolve().parent), "parameters": injected_parameters(job, out)}
     spec_path = run_base / "execute.json"
     spec_path.write_text(json.dumps(spec, indent=2))
+    # Papermill, the kernel and everything under them get a private temp dir, removed whatever happens
+    # (a kernel killed at its time limit never deletes the connection file jupyter_client put there).
+    # The registry stays the shared one: by default its place derives from the temp dir.
+    scratch = Path(tempfile.mkdtemp(prefix=f"workbook-{job.stem}-"))
     # No MPLBACKEND here: the kernel's inline backend is what puts figures into the notebook and its HTML.
-    env = {"WORKBOOK_RUN_BASE": str(run_base), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    env = {"WORKBOOK_RUN_BASE": str(run_base), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),
+           "TMPDIR": str(scratch), "WORKBOOK_REGISTRY": str(registry.registry_dir())}
     start = time.monotonic()
-    proc = spawn([sys.executable, "-m", "workbook._execute", str(spec_path)], out_path=log_path, env=env)
     timed_out = interrupted = False
-    while True:
-        try:
-            proc.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            if abort.is_set() or time.monotonic() - start > job.timeout:
-                timed_out, interrupted = not abort.is_set(), abort.is_set()
-                registry.kill_tree(proc.pid)
-                proc.wait()
+    try:
+        proc = spawn([sys.executable, "-m", "workbook._execute", str(spec_path)], out_path=log_path, env=env)
+        while True:
+            try:
+                proc.wait(timeout=0.1)
                 break
-    duration = time.monotonic() - start
-    reaped = registry.reap(under=run_base)  # whatever the (killed) kernel left
+            except subprocess.TimeoutExpired:
+                if abort.is_set() or time.monotonic() - start > job.timeout:
+                    timed_out, interrupted = not abort.is_set(), abort.is_set()
+                    registry.kill_tree(proc.pid)
+                    proc.wait()
+                    break
+        duration = time.monotonic() - start
+        reaped = registry.reap(under=run_base)  # whatever the (killed) kernel left
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     side = verdict.read_sidecar(out / f"{job.stem}.verdict.json")
     stopped = "time limit exceeded" if timed_out else "interrupted" if interrupted else None
     failure = _first_error(nb_out, stopped)
