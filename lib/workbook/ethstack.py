@@ -68,8 +68,73 @@ def samples(families: Mapping[str, Metric], name: str, **labels: str) -> list[tu
     return found
 
 
+class ProxyObserver:
+    """What a notebook or test reads from a running rpcproxy: ``/status``, ``/metrics`` and waits on them.
+
+    Anything with a ``proxy_http_url`` can use it (the stack below, or a proxy in front of other nodes).
+    """
+
+    proxy_http_url: str
+
+    async def _get(self, path: str, timeout: float) -> str:  # noqa: ASYNC109
+        url = self.proxy_http_url.rstrip("/") + path
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
+                session.get(url) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def status(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The proxy's ``/status`` JSON."""
+        return json.loads(await self._get("/status", timeout))
+
+    async def metrics(self, timeout: float = 5.0) -> dict[str, Metric]:  # noqa: ASYNC109
+        """The proxy's ``/metrics``, parsed: family name → prometheus_client Metric (see :func:`samples`)."""
+        text = await self._get("/metrics", timeout)
+        return {family.name: family for family in text_string_to_metric_families(text)}
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """One row per client WebSocket session of the proxy (``/status`` ``session_details``)."""
+        return (await self.status())["session_details"]
+
+    async def node_health(self, name: str) -> dict[str, Any]:
+        """The proxy's view of upstream *name*: healthy, head, lag, consecutive failures."""
+        return next(n for n in (await self.status())["nodes"] if n["name"] == name)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of *name* whose labels include *labels*, from the proxy's ``/metrics``."""
+        return sum(value for _labels, value in samples(await self.metrics(), name, **labels))
+
+    async def wait_sessions_on(self, upstream: str, count: int = 1, timeout: float = 15.0) -> float:  # noqa: ASYNC109
+        """Wait until *count* sessions are attached to *upstream* and none is moving; seconds taken."""
+
+        async def settled() -> bool:
+            details = await self.sessions()
+            return (sum(1 for s in details if s["upstream"] == upstream) == count
+                    and not any(s["moving"] for s in details))
+
+        return await wait_until(settled, timeout, f"{count} session(s) settled on {upstream}")
+
+    async def wait_moving(self, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        """Wait until some session is in the middle of a move."""
+
+        async def moving() -> bool:
+            return any(s["moving"] for s in await self.sessions())
+
+        return await wait_until(moving, timeout, "a session is moving")
+
+    async def wait_moves(self, moves: int, timeout: float = 15.0) -> float:  # noqa: ASYNC109
+        """Wait until every session has completed *moves* moves (the first attach counts) and settled."""
+
+        async def done() -> bool:
+            details = await self.sessions()
+            return bool(details) and all(s["moves"] >= moves and not s["moving"] for s in details)
+
+        return await wait_until(done, timeout, f"sessions made {moves} moves")
+
+
+
 @dataclass
-class EthStack:
+class EthStack(ProxyObserver):
     """A started stack; the run owns the processes and links and stops them when it closes."""
 
     run: Run
@@ -177,63 +242,6 @@ class EthStack:
     def admin(self, name: str) -> AdminClient:
         """The fault knobs of node *name*."""
         return AdminClient(self.node_url(name))
-
-    # -- observation --------------------------------------------------------------------------------------
-
-    async def _get(self, path: str, timeout: float) -> str:  # noqa: ASYNC109
-        url = self.proxy_http_url.rstrip("/") + path
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
-                session.get(url) as response:
-            response.raise_for_status()
-            return await response.text()
-
-    async def status(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        """The proxy's ``/status`` JSON."""
-        return json.loads(await self._get("/status", timeout))
-
-    async def metrics(self, timeout: float = 5.0) -> dict[str, Metric]:  # noqa: ASYNC109
-        """The proxy's ``/metrics``, parsed: family name → prometheus_client Metric (see :func:`samples`)."""
-        text = await self._get("/metrics", timeout)
-        return {family.name: family for family in text_string_to_metric_families(text)}
-
-    async def sessions(self) -> list[dict[str, Any]]:
-        """One row per client WebSocket session of the proxy (``/status`` ``session_details``)."""
-        return (await self.status())["session_details"]
-
-    async def node_health(self, name: str) -> dict[str, Any]:
-        """The proxy's view of upstream *name*: healthy, head, lag, consecutive failures."""
-        return next(n for n in (await self.status())["nodes"] if n["name"] == name)
-
-    async def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of *name* whose labels include *labels*, from the proxy's ``/metrics``."""
-        return sum(value for _labels, value in samples(await self.metrics(), name, **labels))
-
-    async def wait_sessions_on(self, upstream: str, count: int = 1, timeout: float = 15.0) -> float:  # noqa: ASYNC109
-        """Wait until *count* sessions are attached to *upstream* and none is moving; seconds taken."""
-
-        async def settled() -> bool:
-            details = await self.sessions()
-            return (sum(1 for s in details if s["upstream"] == upstream) == count
-                    and not any(s["moving"] for s in details))
-
-        return await wait_until(settled, timeout, f"{count} session(s) settled on {upstream}")
-
-    async def wait_moving(self, timeout: float = 10.0) -> float:  # noqa: ASYNC109
-        """Wait until some session is in the middle of a move."""
-
-        async def moving() -> bool:
-            return any(s["moving"] for s in await self.sessions())
-
-        return await wait_until(moving, timeout, "a session is moving")
-
-    async def wait_moves(self, moves: int, timeout: float = 15.0) -> float:  # noqa: ASYNC109
-        """Wait until every session has completed *moves* moves (the first attach counts) and settled."""
-
-        async def done() -> bool:
-            details = await self.sessions()
-            return bool(details) and all(s["moves"] >= moves and not s["moving"] for s in details)
-
-        return await wait_until(done, timeout, f"sessions made {moves} moves")
 
     def upstream_message_rows(self, since: float = 0.0) -> list[dict[str, Any]]:
         """What crossed the proxy ↔ upstream WebSockets after *since* (unix time), from the run's logs.

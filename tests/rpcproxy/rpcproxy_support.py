@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbook.ethstack import EthStack
+from workbook.ethstack import EthStack, ProxyObserver
 from workbook.waiting import wait_until as _wait_until
 
 BLOCK_TIME = 0.25
@@ -26,11 +26,11 @@ async def start_stack(run: Any, defects: tuple[str, ...] = (), **settings: Any) 
     return await EthStack.start(run, defects=defects, settings={**FAST, **settings}, block_time=BLOCK_TIME)
 
 
-# The waits live on EthStack, where the notebooks use them too; these names keep the call sites short.
+# The waits live on ProxyObserver (EthStack's base), used by the notebooks too; short names here.
 wait_until = _wait_until
-sessions = EthStack.sessions
-wait_sessions_on = EthStack.wait_sessions_on
-wait_moving = EthStack.wait_moving
-wait_moves = EthStack.wait_moves
-node_health = EthStack.node_health
-metric = EthStack.metric
+sessions = ProxyObserver.sessions
+wait_sessions_on = ProxyObserver.wait_sessions_on
+wait_moving = ProxyObserver.wait_moving
+wait_moves = ProxyObserver.wait_moves
+node_health = ProxyObserver.node_health
+metric = ProxyObserver.metric

@@ -15,7 +15,7 @@ import pytest
 from rpcproxy_support import FAST, start_stack, wait_sessions_on, wait_until
 from web3 import AsyncWeb3, WebSocketProvider
 from workbook.anvil import ensure_anvil, why_no_anvil
-from workbook.ethstack import EthStack, proxy_config_toml
+from workbook.ethstack import ProxyObserver, proxy_config_toml
 from workbook.topology import Run, Service, http_health
 
 
@@ -71,20 +71,11 @@ def _anvil_health(svc: Service) -> bool:
     return True
 
 
-class _AnvilPair:
-    """Two anvil nodes behind fault links and the proxy; quacks like EthStack for the status helpers."""
+class _AnvilPair(ProxyObserver):
+    """Two anvil nodes behind fault links and the proxy; observed like an EthStack."""
 
     def __init__(self, run: Run, proxy: Service, links: dict[str, Any]) -> None:
         self.run, self.proxy, self.links = run, proxy, links
-
-    async def status(self) -> dict[str, Any]:
-        return await EthStack.status(self)  # type: ignore[arg-type]
-
-    async def _get(self, path: str, timeout: float) -> str:  # noqa: ASYNC109
-        return await EthStack._get(self, path, timeout)  # type: ignore[arg-type]
-
-    async def sessions(self) -> list[dict[str, Any]]:
-        return await EthStack.sessions(self)  # type: ignore[arg-type]
 
     @property
     def proxy_http_url(self) -> str:
