@@ -1,7 +1,8 @@
 """JSON-RPC over HTTP (``POST /``): limits, deny-list, routing to the first healthy node, read-only retry.
 
-Upstream connections are pooled in one ``aiohttp.ClientSession``. The ``client-per-request`` defect puts
-back the historical forwarder that opened a new session and connection (``force_close``) per request.
+Upstream connections are pooled, per node, by ``upstream_http.UpstreamPool`` (keep-alive HTTP/1.1). The
+``client-per-request`` defect puts back the historical forwarder that opened a new connection for every
+request and closed it after the answer.
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
@@ -21,6 +19,7 @@ from rpcproxy.config import ProxyConfig
 from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
 from rpcproxy.metrics import ProxyMetrics
+from rpcproxy.upstream_http import UpstreamHttpError, UpstreamPool
 
 HOP_BY_HOP = frozenset(
     {
@@ -42,30 +41,25 @@ HOP_BY_HOP = frozenset(
     }
 )
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+RESPONSE_DROP = frozenset({"date", "server"})  # the proxy's own server sets these
 
 
 class UpstreamFailed(Exception):
     """No upstream produced an answer."""
 
 
-class CountingConnector(aiohttp.TCPConnector):
-    """A connector that counts the TCP connections it opens, per upstream (cheaper than request tracing)."""
-
-    def __init__(self, on_open: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_open = on_open
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 (aiohttp's)
-        connection = await super()._create_connection(req, traces, timeout)
-        self._on_open(req.url)
-        return connection
+Headers = list[tuple[str, str]]
 
 
-def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    """*headers* without hop-by-hop ones, nor those named in a ``Connection`` header."""
-    named = {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",")}
-    drop = HOP_BY_HOP | named | extra_drop
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> Headers:
+    """*headers* (a multidict or a list of pairs) without hop-by-hop ones, nor those named in a
+    ``Connection`` header."""
+    pairs: Headers = list(headers.items() if hasattr(headers, "items") else headers)
+    drop = HOP_BY_HOP | extra_drop if extra_drop else HOP_BY_HOP
+    named = [v for k, v in pairs if k.lower() == "connection"]
+    if named:
+        drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -90,35 +84,18 @@ class HttpForwarder:
         self.log = log
         self.per_request = "client-per-request" in defects
         self.policy = policy
-        self._session: aiohttp.ClientSession | None = None
-        self._names = {
-            (urlsplit(u.http_url).hostname, urlsplit(u.http_url).port): u.name for u in config.upstreams
-        }
-
-    def _connection_opened(self, url: Any) -> None:
-        self.metrics.upstream_connections.labels(self._names.get((url.host, url.port), "")).inc()
+        self._pools: dict[str, UpstreamPool] = {}
 
     async def start(self) -> None:
-        self._session = self._new_session(pooled=True)
+        for spec in self.cfg.upstreams:
+            opened = self.metrics.upstream_connections.labels(spec.name)
+            self._pools[spec.name] = UpstreamPool(
+                spec.http_url, limit=self.cfg.pool_size, keepalive=30.0, on_open=opened.inc
+            )
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _new_session(self, *, pooled: bool) -> aiohttp.ClientSession:
-        connector = (
-            CountingConnector(
-                self._connection_opened, limit=0, limit_per_host=self.cfg.pool_size, keepalive_timeout=30
-            )
-            if pooled
-            else CountingConnector(self._connection_opened, force_close=True, limit=0)
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-        )
+        for pool in self._pools.values():
+            await pool.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -236,18 +213,23 @@ class HttpForwarder:
 
     async def forward(
         self, request: web.Request, body: bytes, read_only: bool
-    ) -> tuple[int, CIMultiDict[str], bytes, str]:
+    ) -> tuple[int, Headers, bytes, str]:
         """Send *body* to the first healthy node; on a connection error or deadline, reads go to the next."""
         nodes = await self.monitor.routable()
         if not nodes:
             raise UpstreamFailed("no healthy upstream")
         headers = forwardable(request.headers)
+        present = {k.lower() for k, _ in headers}
+        if "content-type" not in present:
+            headers.append(("Content-Type", "application/json"))
+        if "accept" not in present:
+            headers.append(("Accept", "*/*"))
         last_error = ""
         for index, node in enumerate(nodes):
             more = index + 1 < len(nodes)
             try:
                 status, resp_headers, payload = await self._post(node, headers, body)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (UpstreamHttpError, TimeoutError, OSError) as exc:
                 last_error = f"{node.name}: {type(exc).__name__}: {exc}"[:300]
                 if read_only and more:
                     self.metrics.retries.labels(node.name).inc()
@@ -260,24 +242,12 @@ class HttpForwarder:
             return status, resp_headers, payload, node.name
         raise UpstreamFailed(f"upstream {last_error}")
 
-    async def _post(
-        self, node: NodeHealth, headers: CIMultiDict[str], body: bytes
-    ) -> tuple[int, CIMultiDict[str], bytes]:
+    async def _post(self, node: NodeHealth, headers: Headers, body: bytes) -> tuple[int, Headers, bytes]:
+        pool = self._pools[node.name]
         async with asyncio.timeout(self.cfg.request_timeout):
             if self.per_request:
-                # Historical: a fresh client (and TCP connection) for every request, closed right after.
-                async with self._new_session(pooled=False) as session:
-                    return await self._exchange(session, node, headers, body)
-            assert self._session is not None
-            return await self._exchange(self._session, node, headers, body)
-
-    @staticmethod
-    async def _exchange(
-        session: aiohttp.ClientSession, node: NodeHealth, headers: CIMultiDict[str], body: bytes
-    ) -> tuple[int, CIMultiDict[str], bytes]:
-        if "Content-Type" not in headers:
-            headers = CIMultiDict(headers)
-            headers["Content-Type"] = "application/json"
-        async with session.post(node.spec.http_url, data=body, headers=headers) as resp:
-            payload = await resp.read()
-            return resp.status, forwardable(resp.headers, frozenset({"date", "server"})), payload
+                # Historical: a fresh TCP connection for every request, closed right after.
+                reply = await pool.post_fresh(headers, body)
+            else:
+                reply = await pool.post(headers, body)
+        return reply.status, forwardable(reply.headers, RESPONSE_DROP), reply.body
