@@ -33,8 +33,11 @@ def main(argv: list[str]) -> int:
         except Exception:
             traceback.print_exc()
             status = 1
-        print(f"== bench_{name}: {'ok' if not status else f'FAILED ({status})'} "
-              f"in {time.monotonic() - start:.1f} s ==\n", flush=True)
+        print(
+            f"== bench_{name}: {'ok' if not status else f'FAILED ({status})'} "
+            f"in {time.monotonic() - start:.1f} s ==\n",
+            flush=True,
+        )
         if status:
             failed.append(name)
     if failed:

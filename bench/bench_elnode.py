@@ -115,37 +115,62 @@ async def bench() -> int:
     anvil_path = await asyncio.to_thread(ensure_anvil)
     with Run.create("bench-elnode") as run:
         targets = {
-            "elnode": await run.astart("el1", ["elnode", "--listen", "127.0.0.1:0", "--name", "el1",
-                                               "--block-time", "1"], health=http_health("/health")),
+            "elnode": await run.astart(
+                "el1",
+                ["elnode", "--listen", "127.0.0.1:0", "--name", "el1", "--block-time", "1"],
+                health=http_health("/health"),
+            ),
             "elnode --no-request-log": await run.astart(
-                "el1-quiet", ["elnode", "--listen", "127.0.0.1:0", "--name", "el1-quiet", "--block-time", "1",
-                              "--no-request-log"], health=http_health("/health")),
+                "el1-quiet",
+                [
+                    "elnode",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--name",
+                    "el1-quiet",
+                    "--block-time",
+                    "1",
+                    "--no-request-log",
+                ],
+                health=http_health("/health"),
+            ),
         }
         if anvil_path is not None:
-            targets["anvil"] = await run.astart("anvil", [anvil_path, "--host", "127.0.0.1", "--port", "0"],
-                                                health=_anvil_health, ready_file=False, log_file=False)
+            targets["anvil"] = await run.astart(
+                "anvil",
+                [anvil_path, "--host", "127.0.0.1", "--port", "0"],
+                health=_anvil_health,
+                ready_file=False,
+                log_file=False,
+            )
         results = await measure(targets)
     print("observed: best of the rounds, client-limited (a Python client on the same cores);")
     print("per core: requests per CPU-second the server process spent (its single-core capacity)")
     print(f"{'node':<26}{'HTTP req/s':>12}{'WS req/s':>12}{'HTTP/core':>12}{'WS/core':>12}")
     for name, r in results.items():
-        print(f"{name:<26}{r['http']:>12.0f}{r['ws']:>12.0f}{r['http_per_core']:>12.0f}{r['ws_per_core']:>12.0f}")
+        print(
+            f"{name:<26}{r['http']:>12.0f}{r['ws']:>12.0f}{r['http_per_core']:>12.0f}{r['ws_per_core']:>12.0f}"
+        )
     if "anvil" in results:
         a = results["anvil"]
         for name in ("elnode", "elnode --no-request-log"):
             r = results[name]
-            print(f"{name} / anvil: observed HTTP {r['http'] / a['http']:.2f}x, WS {r['ws'] / a['ws']:.2f}x; "
-                  f"per core HTTP {r['http_per_core'] / a['http_per_core']:.2f}x, "
-                  f"WS {r['ws_per_core'] / a['ws_per_core']:.2f}x")
+            print(
+                f"{name} / anvil: observed HTTP {r['http'] / a['http']:.2f}x, WS {r['ws'] / a['ws']:.2f}x; "
+                f"per core HTTP {r['http_per_core'] / a['http_per_core']:.2f}x, "
+                f"WS {r['ws_per_core'] / a['ws_per_core']:.2f}x"
+            )
     else:
         print(f"anvil not measured: {why_no_anvil()}")
     el = results["elnode"]
     observed, capacity = min(el["http"], el["ws"]), min(el["http_per_core"], el["ws_per_core"])
     sustains = observed >= target or capacity >= target
-    print(f"elnode {'sustains' if sustains else 'does NOT sustain'} {HEADROOM}x the production profile's "
-          f"{production_rate():.0f} req/s (needs {target:.0f}): slowest transport observed "
-          f"{observed:.0f} req/s ({observed / production_rate():.1f}x), "
-          f"capacity {capacity:.0f} req/s per core ({capacity / production_rate():.1f}x)")
+    print(
+        f"elnode {'sustains' if sustains else 'does NOT sustain'} {HEADROOM}x the production profile's "
+        f"{production_rate():.0f} req/s (needs {target:.0f}): slowest transport observed "
+        f"{observed:.0f} req/s ({observed / production_rate():.1f}x), "
+        f"capacity {capacity:.0f} req/s per core ({capacity / production_rate():.1f}x)"
+    )
     return 0 if sustains else 1
 
 

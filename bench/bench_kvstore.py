@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,6 +23,8 @@ from kvstore.client import AsyncKVClient
 from workbook.kvcluster import KVCluster
 from workbook.topology import Run, Service
 
+from bench.tools import debian_binary
+
 PUTS = 1500
 CONCURRENCY = 16
 CHANNELS = 4
@@ -33,8 +32,9 @@ TIME_CAP_S = 8.0
 VALUE = b"x" * 100
 
 
-async def drive(put: Callable[[int], Awaitable[Any]], puts: int = PUTS,
-                concurrency: int = CONCURRENCY) -> dict:
+async def drive(
+    put: Callable[[int], Awaitable[Any]], puts: int = PUTS, concurrency: int = CONCURRENCY
+) -> dict:
     """Run *puts* acknowledged puts with *concurrency* workers (capped at TIME_CAP_S); latency stats."""
     latencies: list[float] = []
     errors = 0
@@ -57,10 +57,14 @@ async def drive(put: Callable[[int], Awaitable[Any]], puts: int = PUTS,
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
     latencies.sort()
-    return {"puts": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
-            "puts_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
-            "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None}
+    return {
+        "puts": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "puts_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+    }
 
 
 async def bench_kvstore(nodes: int, extra_args: list[str], label: str) -> dict:
@@ -84,17 +88,7 @@ async def bench_kvstore(nodes: int, extra_args: list[str], label: str) -> dict:
 # -- etcd ----------------------------------------------------------------------------------------------
 def etcd_binary() -> tuple[str | None, str]:
     """Path to etcd, installing Debian's etcd-server when running as root; else (None, why)."""
-    found = shutil.which("etcd")
-    if found:
-        return found, ""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "etcd is not installed and installing it needs root and apt-get"
-    proc = subprocess.run(["apt-get", "install", "-y", "etcd-server"], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    found = shutil.which("etcd")
-    if found:
-        return found, ""
-    return None, f"apt-get install etcd-server failed: {proc.stderr.strip()[-200:]}"
+    return debian_binary("etcd", "etcd-server")
 
 
 def free_port() -> int:
@@ -111,6 +105,7 @@ def etcd_health(port: int) -> Callable[[Service], bool]:
                 return b'"true"' in r.read()
         except OSError:
             return False
+
     return check
 
 
@@ -120,24 +115,45 @@ async def bench_etcd(binary: str) -> dict:
         initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in members.items())
         starts = []
         for name, (client, peer) in members.items():
-            argv = [binary, "--name", name, "--data-dir", str(run.data_dir(name)),
-                    "--listen-client-urls", f"http://127.0.0.1:{client}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                    "--initial-cluster", initial, "--initial-cluster-state", "new",
-                    "--initial-cluster-token", "bench", "--log-level", "error"]
-            starts.append(run.astart(name, argv, health=etcd_health(client), ready_timeout=30,
-                                     ready_file=False, log_file=False))
+            argv = [
+                binary,
+                "--name",
+                name,
+                "--data-dir",
+                str(run.data_dir(name)),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "bench",
+                "--log-level",
+                "error",
+            ]
+            starts.append(
+                run.astart(
+                    name, argv, health=etcd_health(client), ready_timeout=30, ready_file=False, log_file=False
+                )
+            )
         await asyncio.gather(*starts)
         urls = [f"http://127.0.0.1:{client}/v3/kv/put" for client, _ in members.values()]
         value = base64.b64encode(VALUE).decode()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as http:
+
             async def put(i: int, prefix: str = "bench") -> None:
                 key = base64.b64encode(f"{prefix}-{i}".encode()).decode()
                 async with http.post(urls[i % len(urls)], json={"key": key, "value": value}) as r:
                     r.raise_for_status()
                     await r.read()
+
             await drive(lambda i: put(i, "warm"), puts=100)
             return await drive(put)
 
@@ -152,15 +168,19 @@ async def run_all() -> int:
     if binary:
         rows["etcd 3 members (HTTP gateway)"] = await bench_etcd(binary)
     for name, r in rows.items():
-        print(f"  {name:34s} {r['puts_per_s']:8.1f} puts/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
-              f"({r['puts']} puts, {r['errors']} errors, {r.get('ops_per_commit', '-')} ops/commit)")
+        print(
+            f"  {name:34s} {r['puts_per_s']:8.1f} puts/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+            f"({r['puts']} puts, {r['errors']} errors, {r.get('ops_per_commit', '-')} ops/commit)"
+        )
     group, single = rows["kvstore 1 node, group commit"], rows["kvstore 1 node, no group commit"]
     print(f"  group commit speed-up (1 node): {group['puts_per_s'] / single['puts_per_s']:.2f}x")
     if binary:
         etcd = rows["etcd 3 members (HTTP gateway)"]
-        print(f"  kvstore 3 nodes / etcd 3 members: "
-              f"{rows['kvstore 3 nodes W=2']['puts_per_s'] / etcd['puts_per_s']:.2f}x throughput, "
-              f"p99 {rows['kvstore 3 nodes W=2']['p99_ms']} ms vs {etcd['p99_ms']} ms")
+        print(
+            f"  kvstore 3 nodes / etcd 3 members: "
+            f"{rows['kvstore 3 nodes W=2']['puts_per_s'] / etcd['puts_per_s']:.2f}x throughput, "
+            f"p99 {rows['kvstore 3 nodes W=2']['p99_ms']} ms vs {etcd['p99_ms']} ms"
+        )
     else:
         print(f"  etcd reference skipped: {why}")
     return 0 if all(r["puts"] for r in rows.values()) else 1

@@ -14,8 +14,12 @@ from pathlib import Path
 
 from workbook.topology import Run
 
-TINY = [sys.executable, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tinyservice.py"),
-        "--listen", "127.0.0.1:0"]
+TINY = [
+    sys.executable,
+    str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tinyservice.py"),
+    "--listen",
+    "127.0.0.1:0",
+]
 ROUND_TRIPS = 2000
 BULK_BYTES = 32 * 1024 * 1024
 ROUNDS = 3
@@ -65,10 +69,14 @@ def main() -> int:
                 rate[name].append(bulk(address))
         best_rtt = {k: min(v) for k, v in rtt.items()}
         best_rate = {k: max(v) for k, v in rate.items()}
-    print(f"echo round trip: direct {best_rtt['direct'] * 1e6:.0f} us, link {best_rtt['link'] * 1e6:.0f} us "
-          f"-> link/direct = {best_rtt['link'] / best_rtt['direct']:.2f}x")
-    print(f"bulk echo: direct {best_rate['direct'] / 1e6:.0f} MB/s, link {best_rate['link'] / 1e6:.0f} MB/s "
-          f"-> link/direct = {best_rate['link'] / best_rate['direct']:.2f}x")
+    print(
+        f"echo round trip: direct {best_rtt['direct'] * 1e6:.0f} us, link {best_rtt['link'] * 1e6:.0f} us "
+        f"-> link/direct = {best_rtt['link'] / best_rtt['direct']:.2f}x"
+    )
+    print(
+        f"bulk echo: direct {best_rate['direct'] / 1e6:.0f} MB/s, link {best_rate['link'] / 1e6:.0f} MB/s "
+        f"-> link/direct = {best_rate['link'] / best_rate['direct']:.2f}x"
+    )
     return 0
 
 
