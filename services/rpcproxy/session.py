@@ -8,7 +8,7 @@ What the session guarantees (each defect switch marks the branch where the histo
 - during a move client messages wait in a bounded queue and are flushed, in order, once the new upstream
   is subscribed; overflow is answered with errors;
 - requests in flight on a lost upstream are re-sent when read-only, answered with an error otherwise;
-- a failback is make-before-break; newHeads are de-duplicated across moves and gaps filled.
+- a failback is make-before-break; newHeads are de-duplicated across moves and gaps filled (``heads``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
 from rpcproxy.config import ProxyConfig
+from rpcproxy.heads import HeadPump
 from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
 from rpcproxy.metrics import ProxyMetrics
 from rpcproxy.tables import IdAllocator, Pending, PendingTable, Subscription, SubscriptionTable
 from rpcproxy.upstream_ws import LinkError, UpstreamLink
-
-HEADER_DROP = ("transactions", "uncles", "size", "totalDifficulty", "withdrawals")
 
 
 @dataclass
@@ -93,9 +92,16 @@ class WsSession:
         self._outq: asyncio.Queue[str | None] = asyncio.Queue()
         self._out_bytes = 0
         self._too_slow = False
-        self._heads: asyncio.Queue[tuple[Subscription, dict[str, Any]]] = asyncio.Queue()
+        self.heads = HeadPump(
+            shared.config,
+            shared.metrics,
+            out=self.out,
+            call=self._internal_call,
+            holds=lambda client_id: client_id in self.subs,
+            event=self._event,
+        )
         self._writer = self._spawn(self._write_loop(), "writer")
-        self._head_pump = self._spawn(self._pump_heads(), "heads")
+        self._head_pump = self._spawn(self.heads.run(), "heads")
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -440,80 +446,13 @@ class WsSession:
             return
         assert isinstance(params, dict)
         if sub.heads is not None and isinstance(params.get("result"), dict):
-            self._heads.put_nowait((sub, params["result"]))
+            self.heads.put(sub, params["result"])
             return
         if client_id != upstream_id:
             msg["params"] = dict(params, subscription=client_id)
             self.out(encode(msg))
         else:
             self.out(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
-
-    async def _pump_heads(self) -> None:
-        """Deliver newHeads in order: drop blocks the client has, fill gaps from eth_getBlockByNumber."""
-        m = self.s.metrics
-        while True:
-            sub, header = await self._heads.get()
-            try:
-                number = int(header.get("number"), 16)
-            except (TypeError, ValueError):
-                self._notify(sub, header)
-                continue
-            block_hash = header.get("hash") if isinstance(header.get("hash"), str) else None
-            assert sub.heads is not None
-            deliver, missing = sub.heads.plan(number, block_hash)
-            if not deliver:
-                m.heads_deduplicated.inc()
-                continue
-            if missing:
-                await self._fill_gap(sub, missing)
-            if sub.client_id in self.subs:
-                self._notify(sub, header)
-                sub.heads.delivered(number, block_hash)
-
-    async def _fill_gap(self, sub: Subscription, missing: range) -> None:
-        m = self.s.metrics
-        limit = self.cfg.gap_fill_max
-        fill = missing[-limit:] if limit else range(0)
-        skipped = len(missing) - len(fill)
-        if skipped:
-            m.gaps_unfilled.inc(skipped)
-            self._event(
-                "ws.gap_unfilled",
-                "warning",
-                subscription=sub.client_id,
-                blocks=skipped,
-                first=missing[0],
-                reason="gap larger than gap_fill_max",
-            )
-        for number in fill:
-            block = await self._internal_call("eth_getBlockByNumber", [hex(number), False])
-            if not isinstance(block, dict) or sub.client_id not in self.subs:
-                m.gaps_unfilled.inc()
-                self._event(
-                    "ws.gap_unfilled",
-                    "warning",
-                    subscription=sub.client_id,
-                    blocks=1,
-                    first=number,
-                    reason="eth_getBlockByNumber gave no block",
-                )
-                continue
-            header = {k: v for k, v in block.items() if k not in HEADER_DROP}
-            self._notify(sub, header)
-            assert sub.heads is not None
-            sub.heads.delivered(number, header.get("hash") if isinstance(header.get("hash"), str) else None)
-            m.gaps_filled.inc()
-
-    def _notify(self, sub: Subscription, result: Any) -> None:
-        self.out(
-            encode(
-                {
-                    "jsonrpc": "2.0",
-                    "method": "eth_subscription",
-                    "params": {"subscription": sub.client_id, "result": result},
-                }
-            )
-        )
 
     async def _internal_call(self, method: str, params: list[Any]) -> Any:
         """A request of the proxy's own on the current link; its answer never reaches the client."""
