@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-MAX_HEAD = 65536  # bytes of status line and headers
-MAX_CHUNK_LINE = 4096
+MAX_HEAD = 65536  # bytes of status line and headers, with the blank line that ends them
+MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with its extensions and CRLF)
 
 
 class UpstreamHttpError(Exception):
@@ -138,9 +138,10 @@ class Connection(asyncio.Protocol):
         buf = self._buf
         while not r.mode:  # the head (skipping interim 1xx responses)
             end = buf.find(b"\r\n\r\n", r.pos)
+            # The limit counts the whole head, so that it is refused however its bytes were split.
+            if (end + 4 if end >= 0 else len(buf)) - r.pos > MAX_HEAD:
+                raise UpstreamHttpError("response head too large")
             if end < 0:
-                if len(buf) - r.pos > MAX_HEAD:
-                    raise UpstreamHttpError("response head too large")
                 if self._eof:
                     raise UpstreamHttpError("upstream closed the connection before a complete response")
                 return None
@@ -174,7 +175,7 @@ class Connection(asyncio.Protocol):
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise UpstreamHttpError(f"bad header line {line[:80]!r}")
-            value = value.strip()
+            value = value.strip(" \t")  # OWS only: str.strip() would also eat obs-text such as NBSP
             headers.append((name, value))
             lower = name.lower()
             if lower == "content-length":
@@ -205,9 +206,9 @@ class Connection(asyncio.Protocol):
         buf = self._buf
         while True:
             end = buf.find(b"\r\n", r.pos)
+            if (end + 2 if end >= 0 else len(buf)) - r.pos > MAX_CHUNK_LINE:
+                raise UpstreamHttpError("chunk size line too long")
             if end < 0:
-                if len(buf) - r.pos > MAX_CHUNK_LINE:
-                    raise UpstreamHttpError("chunk size line too long")
                 break
             size_text = bytes(buf[r.pos : end]).split(b";", 1)[0].strip()
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
