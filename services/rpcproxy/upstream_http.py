@@ -81,8 +81,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        orderly = exc is None or self._eof  # a FIN (or our own close) may end a body; a reset never does
         self._eof = True
-        if self._waiter is not None:
+        if self._waiter is not None and orderly:
             self._advance()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
