@@ -4,9 +4,11 @@ kind of body is delimited, when a connection is reused, the pool's limit, and ma
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
-from rpcproxy.upstream_http import UpstreamHttpError
+from rpcproxy.upstream_http import UpstreamHttpError, UpstreamPool
 from scripted_upstream import HEADERS, OK, pool_for, serve
 
 
@@ -111,3 +113,24 @@ async def test_fresh_connections_are_one_per_request_and_ask_for_close() -> None
             assert (await pool.post_fresh(HEADERS, b"{}")).body == b"{}"
         assert opened[0] == 3 and server.connections == 3
         assert all(b"Connection: close\r\n" in r for r in server.requests)
+
+
+async def test_a_reset_in_a_body_delimited_by_the_close_is_an_error_not_a_short_body() -> None:
+    async def reset_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"resu')
+        await writer.drain()
+        # SO_LINGER 0: the close sends an RST, as a crashed upstream with unread data does
+        linger = struct.pack("ii", 1, 0)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_mid_body, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(f"http://127.0.0.1:{port}/", limit=1, keepalive=30.0, on_open=lambda: None)
+        try:
+            with pytest.raises(ConnectionResetError):
+                await pool.post(HEADERS, b"{}")
+        finally:
+            await pool.close()

@@ -6,7 +6,8 @@ examples in well under a second), and the pool against a scripted server on a re
 - any well-formed response gives the reading of the oracle (``http_responses``), whole or split anywhere,
   and the right reuse decision;
 - arbitrary bytes, and truncations of well-formed responses, followed by EOF: the exchange resolves,
-  with a reply or ``UpstreamHttpError`` / ``ConnectionResetError`` only, and the pool's count stays right.
+  with a reply or ``UpstreamHttpError`` / ``ConnectionResetError`` only, and the pool's count stays right;
+  followed by a reset instead: always an error (a reset never delimits a body).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 
-from http_responses import responses, splits
+from http_responses import Wire, responses, splits
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rpcproxy import upstream_http
@@ -32,19 +33,21 @@ HANG = 5.0  # seconds: only a hang detector, an exchange here resolves in micros
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOCKETS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+End = Literal["eof", "reset"] | None
 # (status, headers, body, reusable) of a reply, or the exception type an exchange ended with
 Outcome = tuple[int, list[tuple[str, str]], bytes, bool] | type[BaseException]
 
 
 class ScriptedTransport(asyncio.Transport):
     """The upstream's end of a socket, in-process: once the request is written it delivers *pieces*, one
-    ``data_received`` per loop turn, then (with *eof*) EOF and the close, as a selector transport does."""
+    ``data_received`` per loop turn, then ends as a selector transport would: ``"eof"`` (a FIN: EOF, then
+    the close), ``"reset"`` (an RST: the connection lost with ECONNRESET), or None (it stays open)."""
 
-    def __init__(self, protocol: Connection, pieces: list[bytes], eof: bool) -> None:
+    def __init__(self, protocol: Connection, pieces: list[bytes], end: End) -> None:
         super().__init__()
         self.protocol = protocol
         self.pieces = list(pieces)
-        self.eof = eof
+        self.end = end
         self.closing = False
         self.written = bytearray()
 
@@ -60,8 +63,11 @@ class ScriptedTransport(asyncio.Transport):
         if self.pieces:
             self.protocol.data_received(self.pieces.pop(0))
             asyncio.get_running_loop().call_soon(self._deliver)
-        elif self.eof and not self.protocol.eof_received():
+        elif self.end == "eof" and not self.protocol.eof_received():
             self.close()
+        elif self.end == "reset":
+            self.closing = True
+            self.protocol.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
 
     def is_closing(self) -> bool:
         return self.closing
@@ -78,12 +84,12 @@ class ScriptedTransport(asyncio.Transport):
         return default
 
 
-async def _drive(pieces: list[bytes], eof: bool) -> tuple[Outcome, Connection]:
+async def _drive(pieces: list[bytes], end: End) -> tuple[Outcome, Connection]:
     conn = Connection(lambda _conn: None)
-    conn.connection_made(ScriptedTransport(conn, pieces, eof))
+    conn.connection_made(ScriptedTransport(conn, pieces, end))
     task = asyncio.ensure_future(conn.exchange(REQUEST))
     done, _ = await asyncio.wait({task}, timeout=HANG)
-    assert task in done, f"the exchange hangs after {pieces!r} (eof={eof})"
+    assert task in done, f"the exchange hangs after {pieces!r} (end: {end})"
     exc = task.exception()
     if exc is not None:
         assert isinstance(exc, ALLOWED), f"{type(exc).__name__}: {exc} from {pieces!r}"
@@ -92,9 +98,20 @@ async def _drive(pieces: list[bytes], eof: bool) -> tuple[Outcome, Connection]:
     return (reply.status, reply.headers, reply.body, reusable), conn
 
 
-def drive(pieces: list[bytes], eof: bool) -> tuple[Outcome, Connection]:
+def drive(pieces: list[bytes], end: End) -> tuple[Outcome, Connection]:
     """One exchange on a fresh in-process connection: its outcome, and the connection after it."""
-    return asyncio.run(_drive(pieces, eof))
+    return asyncio.run(_drive(pieces, end))
+
+
+def cuts(wire: Wire) -> st.SearchStrategy[int]:
+    """Where to truncate *wire*: anywhere before its end, half the time within its body."""
+    last = len(wire.data) - 1
+    return st.one_of(st.integers(0, last), st.integers(min(wire.head_end, last), last))
+
+
+def ending(wire: Wire) -> End:
+    """How the upstream of a well-formed *wire* ends: with a FIN when it closes, else not at all."""
+    return "eof" if wire.closes else None
 
 
 # -- in-process: exact splits ------------------------------------------------------------------------------
@@ -107,8 +124,8 @@ def test_well_formed_responses_read_the_same_whole_or_split(data: st.DataObject)
     pieces = data.draw(splits(wire.data))
     event(f"{wire.framing}, {'reusable' if wire.reusable else 'not reusable'}")
     event(f"{wire.interim} interim")
-    whole, _ = drive([wire.data], wire.closes)
-    split, conn = drive(pieces, wire.closes)
+    whole, _ = drive([wire.data], ending(wire))
+    split, conn = drive(pieces, ending(wire))
     assert whole == wire.reading(), wire
     assert split == whole, pieces
     assert conn.usable == wire.reusable  # a reusable connection has nothing left unread
@@ -118,8 +135,8 @@ def test_well_formed_responses_read_the_same_whole_or_split(data: st.DataObject)
 @given(st.data())
 def test_truncated_responses_end_in_an_error_unless_the_close_delimits_the_body(data: st.DataObject) -> None:
     wire = data.draw(responses())
-    cut = data.draw(st.integers(0, len(wire.data) - 1))
-    outcome, conn = drive(data.draw(splits(wire.data[:cut])), eof=True)
+    cut = data.draw(cuts(wire))
+    outcome, conn = drive(data.draw(splits(wire.data[:cut])), "eof")
     if wire.framing == "close" and cut >= wire.head_end:
         assert outcome == (wire.status, wire.headers, wire.body[: cut - wire.head_end], False)
     else:
@@ -129,11 +146,23 @@ def test_truncated_responses_end_in_an_error_unless_the_close_delimits_the_body(
 
 @FAST
 @given(st.data())
+def test_a_reset_before_the_end_of_a_response_is_an_error_whatever_its_framing(data: st.DataObject) -> None:
+    # Only a FIN ends a body delimited by the close; an RST (the upstream crashed, or dropped the
+    # connection with data unread) means the body is cut short, not complete.
+    wire = data.draw(responses())
+    cut = data.draw(cuts(wire))
+    outcome, conn = drive(data.draw(splits(wire.data[:cut])), "reset")
+    assert outcome in ALLOWED, (cut, wire)
+    assert not conn.usable
+
+
+@FAST
+@given(st.data())
 def test_arbitrary_bytes_then_eof_resolve_the_same_whole_or_split(data: st.DataObject) -> None:
     start = data.draw(st.sampled_from(STARTS))
     junk = start + data.draw(st.binary(max_size=300))
-    whole, _ = drive([junk], eof=True)  # _drive fails the test on a hang or an undocumented exception
-    split, conn = drive(data.draw(splits(junk)), eof=True)
+    whole, _ = drive([junk], "eof")  # _drive fails the test on a hang or an undocumented exception
+    split, conn = drive(data.draw(splits(junk)), "eof")
     assert split == whole
     assert not conn.usable
 
@@ -141,7 +170,7 @@ def test_arbitrary_bytes_then_eof_resolve_the_same_whole_or_split(data: st.DataO
 def test_a_field_value_keeps_non_ascii_text_python_calls_whitespace() -> None:
     # RFC 9112 5.1: only SP and HTAB around a value are optional whitespace; NBSP is obs-text (data).
     wire = b"HTTP/1.1 200 OK\r\nX-Name: \t caf\xc3\xa9\xc2\xa0 \r\nContent-Length: 2\r\n\r\n{}"
-    outcome, _ = drive([wire], eof=False)
+    outcome, _ = drive([wire], None)
     assert outcome == (200, [("X-Name", "caf\u00e9\u00a0"), ("Content-Length", "2")], b"{}", True)
 
 
@@ -154,8 +183,8 @@ def test_the_size_limits_do_not_depend_on_how_the_bytes_were_split(data: st.Data
     wire = data.draw(responses(max_body=60))
     pieces = data.draw(splits(wire.data))
     with mock.patch.multiple(upstream_http, **limits):
-        whole, _ = drive([wire.data], wire.closes)
-        split, _ = drive(pieces, wire.closes)
+        whole, _ = drive([wire.data], ending(wire))
+        split, _ = drive(pieces, ending(wire))
     assert whole == split, (limits, pieces)
 
 
