@@ -54,6 +54,12 @@ OPTIONS: dict[str, tuple[type, Any, float | None, str]] = {
         "methods to treat as read-only (retried / re-sent) on top of the built-in set",
     ),
     "pool_size": (int, 64, 1, "pooled HTTP connections per upstream"),
+    "response_limit": (
+        int,
+        67108864,
+        1024,
+        "largest upstream HTTP response body in bytes (over it: a -32005 error, the connection closed)",
+    ),
     "ws_max_message_size": (
         int,
         1048576,
@@ -167,6 +173,7 @@ class ProxyConfig:
     deny_prefixes: list[str] = field(default_factory=lambda: list(OPTIONS["deny_prefixes"][1]))
     extra_read_only_methods: list[str] = field(default_factory=list)
     pool_size: int = 64
+    response_limit: int = 67108864
     ws_max_message_size: int = 1048576
     ws_ping_interval: float = 20.0
     ws_connect_timeout: float = 5.0

@@ -19,7 +19,7 @@ from rpcproxy.config import ProxyConfig
 from rpcproxy.health import HealthMonitor, NodeHealth
 from rpcproxy.jsonrpc import encode, error, method_label
 from rpcproxy.metrics import ProxyMetrics
-from rpcproxy.upstream_http import UpstreamHttpError, UpstreamPool
+from rpcproxy.upstream_http import ResponseTooLarge, UpstreamHttpError, UpstreamPool
 
 HOP_BY_HOP = frozenset(
     {
@@ -45,7 +45,11 @@ RESPONSE_DROP = frozenset({"date", "server"})  # the proxy's own server sets the
 
 
 class UpstreamFailed(Exception):
-    """No upstream produced an answer."""
+    """No upstream produced an answer (``code``: the JSON-RPC error the client gets)."""
+
+    def __init__(self, message: str, code: int = jsonrpc.UPSTREAM_UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 Headers = list[tuple[str, str]]
@@ -60,6 +64,10 @@ def forwardable(headers: Any, extra_drop: frozenset[str] = frozenset()) -> Heade
     if named:
         drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
     return [(k, v) for k, v in pairs if k.lower() not in drop]
+
+
+def _failure_outcome(exc: UpstreamFailed) -> str:
+    return "limited" if exc.code == jsonrpc.LIMIT_EXCEEDED else "upstream_error"
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -90,7 +98,11 @@ class HttpForwarder:
         for spec in self.cfg.upstreams:
             opened = self.metrics.upstream_connections.labels(spec.name)
             self._pools[spec.name] = UpstreamPool(
-                spec.http_url, limit=self.cfg.pool_size, keepalive=30.0, on_open=opened.inc
+                spec.http_url,
+                limit=self.cfg.pool_size,
+                keepalive=30.0,
+                on_open=opened.inc,
+                max_body=self.cfg.response_limit,
             )
 
     async def stop(self) -> None:
@@ -147,8 +159,8 @@ class HttpForwarder:
                 request, body, self.policy.is_read_only(method)
             )
         except UpstreamFailed as exc:
-            m.request("http", label, "", "upstream_error").inc()
-            return _json(error(obj.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)), 502)
+            m.request("http", label, "", _failure_outcome(exc)).inc()
+            return _json(error(obj.get("id"), exc.code, str(exc)), 502)
         outcome = "rpc_error" if b'"error"' in payload else "ok"
         m.request("http", label, upstream, outcome).inc()
         m.request_latency("http", upstream).observe(time.monotonic() - started)
@@ -189,10 +201,8 @@ class HttpForwarder:
         try:
             status, headers, payload, upstream = await self.forward(request, upstream_body, read_only)
         except UpstreamFailed as exc:
-            m.request("http", "batch", "", "upstream_error").inc()
-            answers = local + [
-                error(i.get("id"), jsonrpc.UPSTREAM_UNAVAILABLE, str(exc)) for i in remote if "id" in i
-            ]
+            m.request("http", "batch", "", _failure_outcome(exc)).inc()
+            answers = local + [error(i.get("id"), exc.code, str(exc)) for i in remote if "id" in i]
             return _json(answers, 502)
         m.request("http", "batch", upstream, "ok").inc()
         m.request_latency("http", upstream).observe(time.monotonic() - started)
@@ -229,6 +239,9 @@ class HttpForwarder:
             more = index + 1 < len(nodes)
             try:
                 status, resp_headers, payload = await self._post(node, headers, body)
+            except ResponseTooLarge as exc:  # another node would answer the same: not retried
+                self.log.warning("http.response_too_large", upstream=node.name, error=str(exc))
+                raise UpstreamFailed(f"upstream {node.name}: {exc}", jsonrpc.LIMIT_EXCEEDED) from None
             except (UpstreamHttpError, TimeoutError, OSError) as exc:
                 last_error = f"{node.name}: {type(exc).__name__}: {exc}"[:300]
                 if read_only and more:

@@ -2,8 +2,10 @@
 
 Each forwarded request is one write (head and body together) and one response read. A general-purpose
 client (aiohttp's) spent more CPU per request than the node answering it; this one does only what the
-forwarder needs, on asyncio protocols: bodies by Content-Length, chunked, or delimited by the close;
-interim (1xx) responses skipped; a connection is reused only after a complete, keep-alive response.
+forwarder needs, on asyncio protocols: bodies by Content-Length, chunked, or delimited by the close, up
+to a size limit; interim (1xx) responses skipped; a transfer coding other than chunked refused (the body
+would be forwarded still coded); a connection is reused only after a complete, keep-alive response whose
+framing was unambiguous.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from urllib.parse import urlsplit
 
 MAX_HEAD = 65536  # bytes of status line and headers, with the blank line that ends them
 MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with its extensions and CRLF)
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 
 class UpstreamHttpError(Exception):
     """The upstream's answer was not a well-formed HTTP/1.1 response (or ended before it was complete)."""
+
+
+class ResponseTooLarge(UpstreamHttpError):
+    """The upstream's response body is larger than the limit; the connection is not reused."""
 
 
 @dataclass
@@ -37,7 +44,7 @@ class Reply:
 class _Response:
     """Incremental parse state of the response being read."""
 
-    __slots__ = ("chunks", "headers", "keep_alive", "length", "mode", "pos", "status")
+    __slots__ = ("chunks", "headers", "keep_alive", "length", "mode", "pos", "received", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -47,13 +54,15 @@ class _Response:
         self.length = 0
         self.pos = 0  # parse position in the connection's buffer
         self.chunks: list[bytes] = []
+        self.received = 0  # body bytes of the chunks read so far
 
 
 class Connection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream."""
 
-    def __init__(self, on_lost: Callable[[Connection], None]) -> None:
+    def __init__(self, on_lost: Callable[[Connection], None], max_body: int = DEFAULT_MAX_BODY) -> None:
         self.transport: asyncio.Transport | None = None
+        self.max_body = max_body
         self.closed = False
         self.idle_since = 0.0
         self._on_lost = on_lost
@@ -149,6 +158,10 @@ class Connection(asyncio.Protocol):
             self._head(r, bytes(buf[r.pos : end]))
             r.pos = end + 4
         if r.mode == "length":
+            if r.length > self.max_body:
+                raise ResponseTooLarge(
+                    f"response body of {r.length} bytes exceeds the limit of {self.max_body}"
+                )
             end = r.pos + r.length
             if len(buf) < end:
                 if self._eof:
@@ -157,6 +170,8 @@ class Connection(asyncio.Protocol):
             return self._done(r, bytes(buf[r.pos : end]), end)
         if r.mode == "chunked":
             return self._chunked(r)
+        if len(buf) - r.pos > self.max_body:
+            raise ResponseTooLarge(f"response body exceeds the limit of {self.max_body} bytes")
         if not self._eof:  # body delimited by the end of the connection
             return None
         return self._done(r, bytes(buf[r.pos :]), len(buf))
@@ -194,10 +209,14 @@ class Connection(asyncio.Protocol):
         r.status, r.headers = status, headers
         if status in (204, 304):
             r.mode, r.length = "length", 0
-        elif encodings is not None:  # chunked last: chunked; any other coding: the close ends the body
-            chunked = encodings.rsplit(",", 1)[-1].strip() == "chunked"
-            r.mode = "chunked" if chunked else "close"
-            r.keep_alive = r.keep_alive and chunked
+        elif encodings is not None:
+            codings = [c.strip() for c in encodings.split(",") if c.strip()]
+            if codings != ["chunked"]:
+                # Transfer-Encoding is hop-by-hop: forwarding a gzip-coded body without it would corrupt it.
+                raise UpstreamHttpError(f"unsupported transfer coding {encodings[:40]!r} (only chunked)")
+            r.mode = "chunked"
+            # With a Content-Length too, the framing is ambiguous (RFC 9112 6.3): read as chunked, then close.
+            r.keep_alive = r.keep_alive and length is None
         elif length is not None:
             r.mode, r.length = "length", length
         else:
@@ -215,6 +234,8 @@ class Connection(asyncio.Protocol):
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                 raise UpstreamHttpError(f"bad chunk size {size_text[:20]!r}")
             size = int(size_text, 16)
+            if r.received + size > self.max_body:  # refused before the chunk is waited for
+                raise ResponseTooLarge(f"chunked response body exceeds the limit of {self.max_body} bytes")
             if size == 0:  # last chunk: trailers (ignored) up to an empty line
                 stop = buf.find(b"\r\n\r\n", end)
                 if stop >= 0:
@@ -226,6 +247,7 @@ class Connection(asyncio.Protocol):
             if buf[data_end : data_end + 2] != b"\r\n":
                 raise UpstreamHttpError("chunk not followed by CRLF")
             r.chunks.append(bytes(buf[end + 2 : data_end]))
+            r.received += size
             r.pos = data_end + 2
         if self._eof:
             raise UpstreamHttpError("upstream closed the connection in the middle of a chunked body")
@@ -247,6 +269,7 @@ class UpstreamPool:
         limit: int,
         keepalive: float,
         on_open: Callable[[], None],
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -258,6 +281,7 @@ class UpstreamPool:
         self.authority = parts.netloc.rpartition("@")[2]
         self.limit = limit
         self.keepalive = keepalive
+        self.max_body = max_body
         self._on_open = on_open
         self._idle: deque[Connection] = deque()
         self._open = 0  # connections counted against the limit (in use or idle)
@@ -268,6 +292,16 @@ class UpstreamPool:
     def idle(self) -> int:
         """Open connections waiting for a request."""
         return len(self._idle)
+
+    @property
+    def open(self) -> int:
+        """Connections counted against the limit: in use, being opened, or idle."""
+        return self._open
+
+    @property
+    def connections(self) -> int:
+        """Connections this pool has open now (pooled or fresh)."""
+        return len(self._all)
 
     def encode(self, headers: Iterable[tuple[str, str]], body: bytes, *, close: bool = False) -> bytes:
         """The request's bytes: POST to the upstream's path, *headers* (already stripped of hop-by-hop ones),
@@ -313,7 +347,7 @@ class UpstreamPool:
     async def _connect(self, *, pooled: bool) -> Connection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
-            lambda: Connection(self._lost if pooled else self._forget),
+            lambda: Connection(self._lost if pooled else self._forget, self.max_body),
             self.host,
             self.port,
             ssl=self.ssl,

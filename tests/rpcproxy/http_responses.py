@@ -170,9 +170,6 @@ def responses(draw: st.DrawFn, max_body: int = 200) -> Wire:
     elif framing == "chunked":
         lines.append(_line(draw(_cased("Transfer-Encoding")), draw(_cased("chunked"))))
         payload = draw(chunked(body))
-    elif framing == "close" and v11 and draw(st.booleans()):
-        # a transfer coding other than chunked last: the close ends the body (RFC 9112 6.3)
-        lines.append(_line("Transfer-Encoding", "gzip"))
     lines = draw(st.permutations(lines))
 
     interim = draw(st.integers(0, 2)) if v11 else 0  # a server never sends 1xx to HTTP/1.0

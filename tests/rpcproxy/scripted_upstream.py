@@ -58,13 +58,15 @@ async def serve(answer: Callable[[int], list[bytes]], close_after: bool = False)
 
 
 @contextlib.asynccontextmanager
-async def pool_for(scripted: Scripted, limit: int = 4) -> AsyncIterator[tuple[UpstreamPool, list[int]]]:
+async def pool_for(
+    scripted: Scripted, limit: int = 4, max_body: int = 1 << 20
+) -> AsyncIterator[tuple[UpstreamPool, list[int]]]:
     opened = [0]
 
     def on_open() -> None:
         opened[0] += 1
 
-    pool = UpstreamPool(scripted.url, limit=limit, keepalive=30.0, on_open=on_open)
+    pool = UpstreamPool(scripted.url, limit=limit, keepalive=30.0, on_open=on_open, max_body=max_body)
     try:
         yield pool, opened
     finally:

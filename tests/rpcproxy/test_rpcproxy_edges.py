@@ -223,3 +223,18 @@ async def _answer_to(ws: aiohttp.ClientWebSocketResponse, req_id: Any) -> dict[s
             value = json.loads(message.data)
             if isinstance(value, dict) and value.get("id") == req_id:
                 return value
+
+
+async def test_an_upstream_answer_over_the_response_limit_is_an_error_and_not_retried(run: Run) -> None:
+    stack = await start_stack(run, response_limit=1024)
+    url = stack.proxy_http_url
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []} for i in range(60)]
+    status, answers = await _post(url, json.dumps(batch).encode())  # about 2.4 KiB of answers
+    assert status == 502 and sorted(a["id"] for a in answers) == list(range(60))
+    assert {a["error"]["code"] for a in answers} == {-32005}
+    assert "exceeds the limit" in answers[0]["error"]["message"]
+    status, answer = await _post(url, b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}')
+    assert (status, answer["result"]) == (200, "0x539")  # the refused connection was dropped, not reused
+    labels = {"transport": "http", "method": "batch", "upstream": "", "outcome": "limited"}
+    assert await metric(stack, "rpcproxy_requests_total", **labels) == 1
+    assert await metric(stack, "rpcproxy_http_retries_total", from_upstream="el1") == 0

@@ -8,7 +8,7 @@ import socket
 import struct
 
 import pytest
-from rpcproxy.upstream_http import UpstreamHttpError, UpstreamPool
+from rpcproxy.upstream_http import ResponseTooLarge, UpstreamHttpError, UpstreamPool
 from scripted_upstream import HEADERS, OK, pool_for, serve
 
 
@@ -134,3 +134,54 @@ async def test_a_reset_in_a_body_delimited_by_the_close_is_an_error_not_a_short_
                 await pool.post(HEADERS, b"{}")
         finally:
             await pool.close()
+
+
+async def test_a_transfer_coding_other_than_chunked_is_refused() -> None:
+    # Transfer-Encoding is hop-by-hop and dropped on the way out: a gzip-coded body forwarded without it
+    # would reach the client as undeclared gzip bytes.
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    async with serve(lambda _: [answer]) as server, pool_for(server) as (pool, _):
+        with pytest.raises(UpstreamHttpError, match="unsupported transfer coding"):
+            await pool.post(HEADERS, b"{}")
+        assert pool.open == 0
+
+
+async def test_chunked_with_a_content_length_too_is_read_as_chunked_and_not_reused() -> None:
+    # Ambiguous framing (RFC 9112 6.3): Transfer-Encoding wins, and the connection is closed after it.
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
+    async with serve(lambda _: [answer]) as server, pool_for(server) as (pool, opened):
+        for _ in range(2):
+            assert (await pool.post(HEADERS, b"{}")).body == b"{}"
+        assert opened[0] == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n",  # refused on the head, body never waited for
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3ff\r\n" + b"x" * 1023 + b"\r\n2\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1025,  # delimited by the close, which never comes
+    ],
+)
+async def test_a_body_over_the_limit_is_refused_without_waiting_for_it_and_the_connection_dropped(
+    answer: bytes,
+) -> None:
+    async with (
+        serve(lambda n: [answer] if n == 1 else [OK]) as server,
+        pool_for(server, max_body=1024) as (pool, opened),
+    ):
+        async with asyncio.timeout(5):  # the refusal must not wait for the rest (or the close)
+            with pytest.raises(ResponseTooLarge):
+                await pool.post(HEADERS, b"{}")
+        assert pool.open == 0 and pool.connections == 0
+        assert (await pool.post(HEADERS, b"{}")).body == b"{}"
+        assert opened[0] == 2
+
+
+async def test_a_body_exactly_at_the_limit_is_read() -> None:
+    body = b"x" * 1024
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + body
+    async with serve(lambda _: [answer]) as server, pool_for(server, max_body=1024) as (pool, _):
+        assert (await pool.post(HEADERS, b"{}")).body == body

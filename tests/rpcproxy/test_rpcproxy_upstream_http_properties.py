@@ -193,7 +193,7 @@ def test_the_size_limits_do_not_depend_on_how_the_bytes_were_split(data: st.Data
 
 def _consistent(pool: UpstreamPool) -> None:
     """With no request in flight, every connection the pool counts against its limit is an idle one."""
-    assert pool._open == len(pool._all) == pool.idle <= pool.limit, (pool._open, len(pool._all), pool.idle)
+    assert pool.open == pool.connections == pool.idle <= pool.limit, (pool.open, pool.connections, pool.idle)
 
 
 def _writes(pieces: list[bytes]) -> Callable[[int], list[bytes]]:
