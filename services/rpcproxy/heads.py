@@ -83,8 +83,10 @@ class HeadPump:
                 first=missing[0],
                 reason="gap larger than gap_fill_max",
             )
-        for number in fill:
-            block = await self._call("eth_getBlockByNumber", [hex(number), False])
+        # Fetched side by side (each under its own deadline), so a slow upstream holds the heads back for
+        # about one deadline, not one per missing block; delivered in order below.
+        blocks = await asyncio.gather(*(self._call("eth_getBlockByNumber", [hex(n), False]) for n in fill))
+        for number, block in zip(fill, blocks, strict=True):
             if not isinstance(block, dict) or not self._holds(sub.client_id):
                 m.gaps_unfilled.inc()
                 self._event(

@@ -169,3 +169,10 @@ _KNOWN_WRITES = frozenset(
 def method_label(method: str) -> str:
     """Method name as a metric label: known methods by name, anything else as "other" (bounded labels)."""
     return method if method in READ_ONLY_METHODS or method in _KNOWN_WRITES else "other"
+
+
+def utf8_size(data: str | bytes) -> int:
+    """Bytes *data* takes on the wire (a str as UTF-8; ASCII text, the common case, without encoding it)."""
+    if isinstance(data, bytes):
+        return len(data)
+    return len(data) if data.isascii() else len(data.encode("utf-8", "surrogatepass"))

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rpcproxy import jsonrpc
-from rpcproxy.jsonrpc import encode, error, method_label
+from rpcproxy.jsonrpc import encode, error, method_label, utf8_size
 from rpcproxy.upstream_ws import LinkError, UpstreamLink
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Relay:
                 # Historical: frames arriving while the upstream was being replaced went nowhere.
                 self.s.metrics.dropped.labels("during_reconnect").inc()
                 return
-            self._enqueue(obj, len(data))
+            self._enqueue(obj, utf8_size(data))
             return
         await self._dispatch(obj)
 

@@ -106,7 +106,7 @@ class WsSession(Relay, Moves):
         """
         if self.closed or self._too_slow:
             return
-        self._out_bytes += len(text)
+        self._out_bytes += jsonrpc.utf8_size(text)
         if self._out_bytes > self.cfg.ws_send_queue_max_bytes:
             self._too_slow = True
             self.s.metrics.dropped.labels("slow_client").inc()
@@ -120,7 +120,7 @@ class WsSession(Relay, Moves):
             text = await self._outq.get()
             if text is None:
                 return
-            self._out_bytes -= len(text)
+            self._out_bytes -= jsonrpc.utf8_size(text)
             try:
                 await self.client.send_str(text)
             except (ConnectionError, RuntimeError):

@@ -291,3 +291,12 @@ def test_decoding_never_raises_on_malformed_input() -> None:
     assert request_problem({"id": 1, "method": ""}) is not None
     assert request_problem({"id": 1, "method": "x", "params": 3}) is not None
     assert request_problem([]) is not None
+
+
+def test_byte_caps_count_utf8_bytes_not_characters() -> None:
+    from rpcproxy.jsonrpc import utf8_size
+
+    assert utf8_size('{"a":1}') == 7
+    assert utf8_size('{"a":"é€😀"}') == 8 + 2 + 3 + 4  # 8 ASCII characters
+    assert utf8_size(b"\xff\x00") == 2
+    assert utf8_size('"\ud800"') == 5  # a lone surrogate (valid JSON escape decoded) is still counted
