@@ -18,8 +18,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import aiohttp
 import websockets
@@ -28,6 +30,18 @@ from workbook.topology import Run, Service, http_health
 
 from bench.loadgen import Flood, wrk_post, ws_flood
 from bench.tools import debian_binary
+
+
+class Measured(Protocol):
+    """A Sample or a Flood: a rate, and the CPU each service process spent on it."""
+
+    cpu: dict[str, float]
+
+    @property
+    def rate(self) -> float: ...
+
+
+M = TypeVar("M", bound=Measured)
 
 BODY = {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []}
 HTTP_REQUESTS = 3000
@@ -260,7 +274,7 @@ async def floods(services: dict[str, Service], wrk: str | None) -> dict[str, Flo
     better of each kept, so a noisy neighbour costs less). HTTP rows are missing when wrk is."""
     el1, proxy = services["el1"], services["proxy"]
     body = {**BODY, "id": 1}
-    plan = [
+    plan: list[tuple[str, Callable[[], Awaitable[Flood]]]] = [
         ("WS direct", lambda: ws_flood(el1.url("ws"), BODY, total=FLOOD_WS_REQUESTS, window=FLOOD_WS_WINDOW)),
         (
             "WS via proxy",
@@ -277,14 +291,22 @@ async def floods(services: dict[str, Service], wrk: str | None) -> dict[str, Flo
                     ),
                 )
             )
-    best: dict[str, Flood] = {}
-    for _ in range(3):
-        for name, run in plan:
+    return await best_of(3, plan, services)
+
+
+async def best_of(
+    rounds: int, plan: list[tuple[str, Callable[[], Awaitable[M]]]], services: dict[str, Service]
+) -> dict[str, M]:
+    """Each measurement of *plan*, *rounds* times interleaved, the faster of each kept (so a noisy
+    neighbour costs less), with the CPU-seconds every service process spent on it."""
+    best: dict[str, M] = {}
+    for _ in range(rounds):
+        for name, measure in plan:
             before = {p: cpu_seconds(svc.pid) for p, svc in services.items()}
-            flood = await run()
-            flood.cpu = {p: cpu_seconds(svc.pid) - before[p] for p, svc in services.items()}
-            if name not in best or flood.rate > best[name].rate:
-                best[name] = flood
+            result = await measure()
+            result.cpu = {p: cpu_seconds(svc.pid) - before[p] for p, svc in services.items()}
+            if name not in best or result.rate > best[name].rate:
+                best[name] = result
     return best
 
 
@@ -294,30 +316,24 @@ async def bench() -> int:
         s = await start_topology(run)
         el1, proxy, per_request = s["el1"], s["proxy"], s["proxy-per-request"]
         flooded = await floods(s, wrk)
-        results: dict[str, Sample] = {}
-        for _ in range(2):  # interleaved rounds; keep the better of each, so a noisy neighbour costs less
-            for name, coro in (
-                ("HTTP direct", lambda: http_closed_loop(el1.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY)),
-                (
-                    "HTTP via proxy",
-                    lambda: http_closed_loop(proxy.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
-                ),
-                (
-                    "HTTP via proxy, client-per-request",
-                    lambda: http_closed_loop(per_request.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
-                ),
-                ("WS direct", lambda: ws_pipelined(el1.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
-                ("WS via proxy", lambda: ws_pipelined(proxy.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
-                ("HTTP serial direct", lambda: http_closed_loop(el1.url("http"), SERIAL_REQUESTS, 1)),
-                ("HTTP serial via proxy", lambda: http_closed_loop(proxy.url("http"), SERIAL_REQUESTS, 1)),
-                ("WS serial direct", lambda: ws_pipelined(el1.url("ws"), SERIAL_REQUESTS, 1)),
-                ("WS serial via proxy", lambda: ws_pipelined(proxy.url("ws"), SERIAL_REQUESTS, 1)),
-            ):
-                before = {p: cpu_seconds(svc.pid) for p, svc in s.items()}
-                sample = await coro()
-                sample.cpu = {p: cpu_seconds(svc.pid) - before[p] for p, svc in s.items()}
-                if name not in results or sample.rate > results[name].rate:
-                    results[name] = sample
+        plan: list[tuple[str, Callable[[], Awaitable[Sample]]]] = [
+            ("HTTP direct", lambda: http_closed_loop(el1.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY)),
+            (
+                "HTTP via proxy",
+                lambda: http_closed_loop(proxy.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
+            ),
+            (
+                "HTTP via proxy, client-per-request",
+                lambda: http_closed_loop(per_request.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY),
+            ),
+            ("WS direct", lambda: ws_pipelined(el1.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
+            ("WS via proxy", lambda: ws_pipelined(proxy.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
+            ("HTTP serial direct", lambda: http_closed_loop(el1.url("http"), SERIAL_REQUESTS, 1)),
+            ("HTTP serial via proxy", lambda: http_closed_loop(proxy.url("http"), SERIAL_REQUESTS, 1)),
+            ("WS serial direct", lambda: ws_pipelined(el1.url("ws"), SERIAL_REQUESTS, 1)),
+            ("WS serial via proxy", lambda: ws_pipelined(proxy.url("ws"), SERIAL_REQUESTS, 1)),
+        ]
+        results = await best_of(2, plan, s)
         load_http, load_ws, notifications = await production_load(proxy.url("http"), proxy.url("ws"))
 
     print("throughput, cheap load generators (wrk over HTTP, raw-socket flood over WebSocket):")
