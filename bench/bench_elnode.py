@@ -20,7 +20,8 @@ import aiohttp
 import websockets
 import yaml
 from workbook.anvil import ensure_anvil, why_no_anvil
-from workbook.topology import Run, Service, http_health
+from workbook.run import Run
+from workbook.service import Service, http_health
 
 HTTP_REQUESTS = 3200
 HTTP_CONCURRENCY = 32

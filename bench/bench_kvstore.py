@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 from kvstore.client import AsyncKVClient
 from workbook.kvcluster import KVCluster
-from workbook.topology import Run, Service
+from workbook.run import Run
+from workbook.service import Service
 
 from bench.tools import debian_binary
 
@@ -74,7 +75,7 @@ async def bench_kvstore(nodes: int, extra_args: list[str], label: str) -> dict:
         try:
             await drive(lambda i: clients[i % CHANNELS].put(f"warm{i}", VALUE), puts=100)
             result = await drive(lambda i: clients[i % CHANNELS].put(f"{label}-{i}", VALUE))
-            st = cluster.status()
+            st = await cluster.status()
             ops = sum(r.get("committed_ops", 0) for r in st)
             commits = sum(r.get("commits", 0) for r in st) or 1
             result["ops_per_commit"] = round(ops / commits, 2)

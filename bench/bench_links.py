@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from workbook.topology import Run
+from workbook.run import Run
 
 TINY = [
     sys.executable,

@@ -26,7 +26,8 @@ from typing import Protocol, TypeVar
 import aiohttp
 import websockets
 from workbook.ethstack import proxy_config_toml
-from workbook.topology import Run, Service, http_health
+from workbook.run import Run
+from workbook.service import Service, http_health
 
 from bench.loadgen import Flood, wrk_post, ws_flood
 from bench.tools import debian_binary

@@ -1,4 +1,4 @@
-"""Shared fixtures: ``run`` is a fresh :class:`workbook.topology.Run` per test, closed after it.
+"""Shared fixtures: ``run`` is a fresh :class:`workbook.run.Run` per test, closed after it.
 
 Each pytest session also gets a temp root of its own, removed at its end. With
 ``tmp_path_retention_policy = "none"`` pytest neither keeps nor locks its numbered base temp dir, so a
@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from workbook.topology import Run
+from workbook.run import Run
 
 _PRIVATE_TEMPROOT = "_workbook_private_temproot"
 

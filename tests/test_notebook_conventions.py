@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from workbook import catalog, profiles
 from workbook.params import declared_parameters
+from workbook.runner import catalog, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -42,6 +42,21 @@ def test_notebook_follows_conventions(path: Path) -> None:
     sources = "\n".join(catalog.cell_source(c) for c in code)
     assert re.search(r"params\.check\(globals\(\)\)", sources), f"{path}: no params.check(globals())"
     assert re.search(r"\bconclude\(", sources), f"{path}: no verdict (workbook.verdict.conclude)"
+    deep = re.findall(r"^\s*(?:from|import)\s+(workbook\.[\w.]+)", sources, re.M)
+    assert not deep, f"{path}: imports {sorted(set(deep))}; notebooks import `from workbook import ...` only"
+
+
+def test_the_public_api_names_resolve_and_the_runner_stays_private() -> None:
+    """Every name of ``workbook.__all__`` resolves; none of them is runner machinery."""
+    import workbook
+
+    for name in workbook.__all__:
+        value = getattr(workbook, name)
+        home = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        assert not str(home).startswith("workbook.runner"), name
+    assert "runner" not in workbook.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        workbook.nope  # noqa: B018
 
 
 def test_notebook_ids_are_unique() -> None:

@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from workbook import catalog, profiles, runner
+from workbook import runner
+from workbook.runner import catalog, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 WITH_INCIDENT = [i for i in catalog.discover(ROOT / "notebooks") if "incident" in i.modes]

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from workbook import catalog, profiles, runner
+from workbook import runner
+from workbook.runner import catalog, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = catalog.discover(ROOT / "notebooks")

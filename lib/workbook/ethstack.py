@@ -25,7 +25,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from workbook.links import Link
-from workbook.topology import Run, Service, http_health
+from workbook.run import Run
+from workbook.service import Service, http_health
 from workbook.waiting import wait_until
 
 NODES = {"el1": "primary", "el2": "backup"}

@@ -1,4 +1,4 @@
-"""A kvstore cluster on a :class:`workbook.topology.Run`, every peer connection through a fault link.
+"""A kvstore cluster on a :class:`workbook.run.Run`, every peer connection through a fault link.
 
 ``run.links.cut("kv3")`` or ``run.links.partition({"kv1", "kv2"}, {"kv3"})`` is then a real partition
 while every process keeps running. Clients connect to the nodes directly.
@@ -6,13 +6,15 @@ while every process keeps running. Clients connect to the nodes directly.
     cluster = await KVCluster.start(run, nodes=3, defects=["no-catch-up"])
     c = cluster.client("kv1"); c.put("k", "v")
     cluster.kill("kv2"); await cluster.restart("kv2"); await cluster.wait_converged(10)
+
+Instant faults (signals, link changes) are plain methods; whatever waits on a node is a coroutine.
+:func:`kv_outcome` is how this client turns a typed kvstore error into ok / fail / info.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,35 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kvstore.client import AsyncKVClient, KeyNotFound, KVClient, KVError
 
-from workbook.history import Event, History
+from workbook.history import Outcome
 from workbook.links import Link
-from workbook.topology import Run, Service
+from workbook.run import Run
+from workbook.service import Service
+from workbook.waiting import wait_until
 
 _POLL_S = 0.05
+
+
+def kv_outcome(f: str) -> Outcome:
+    """How a kvstore client classifies an error of operation *f* (Jepsen's client decides):
+
+    a read changes nothing, so a failed read is ``fail``, and a missing key is an ``ok`` read of None;
+    a write is ``fail`` only when the node said it changed nothing (``KVError.applied is False``),
+    otherwise ``info`` (a deadline after the local commit, a connection lost mid-call)."""
+
+    def outcome(exc: BaseException) -> tuple[str, Any]:
+        if f == "read":
+            return ("ok", None) if isinstance(exc, KeyNotFound) else ("fail", None)
+        return ("fail", None) if getattr(exc, "applied", None) is False else ("info", None)
+
+    return outcome
+
+
+def kv_result(result: Any) -> tuple[Any, str]:
+    """(value, version) of a successful kvstore call, for :meth:`workbook.History.record`."""
+    version = getattr(result, "version", None)
+    vtext = f"{version.wall_ms}.{version.logical}.{version.node}" if version is not None else ""
+    return getattr(result, "text", None), vtext
 
 
 def kv_health(timeout: float = 1.0) -> Any:
@@ -115,10 +141,10 @@ class KVCluster:
         except KeyError:
             return svc.url("grpc")
 
-    def health(self, name: str) -> str:
+    async def health(self, name: str) -> str:
         """SERVING, NOT_SERVING or UNREACHABLE, from the standard gRPC health service."""
-        with KVClient(self.address(name)) as c:
-            return c.health()
+        async with AsyncKVClient(self.address(name)) as c:
+            return await c.health()
 
     def kill(self, name: str) -> None:
         """SIGKILL (kill -9) and reap."""
@@ -172,13 +198,14 @@ class KVCluster:
         self._aclients.append(c)
         return c
 
-    def set_clock_offset(self, name: str, seconds: float) -> float:
-        """Move *name*'s clock by *seconds* (negative = behind); needs --enable-fault-injection."""
-        with KVClient(self.address(name)) as c:
-            return c.set_clock_offset(seconds)
+    async def set_clock_offset(self, name: str, seconds: float) -> float:
+        """Move *name*'s clock by *seconds* (negative = behind), through the admin call of
+        ``--enable-fault-injection``; returns the offset in force."""
+        async with AsyncKVClient(self.address(name)) as c:
+            return await c.set_clock_offset(seconds)
 
-    def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        """One row per node (DataFrame-friendly); a node that does not answer gets ``phase`` down."""
+    def _status_now(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Blocking worker of :meth:`status`; a node that does not answer gets ``phase`` down."""
         rows = []
         for name in self.names:
             svc = self.run[name]
@@ -200,52 +227,49 @@ class KVCluster:
             rows.append(row)
         return rows
 
-    async def astatus(self, call_timeout: float = 1.0) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.status, call_timeout)
+    async def status(self, call_timeout: float = 1.0) -> list[dict[str, Any]]:
+        """One row per node (DataFrame-friendly): phase, serving, digest, watermarks, peers reachable."""
+        return await asyncio.to_thread(self._status_now, call_timeout)
 
     async def wait_converged(self, timeout: float = 20.0,  # noqa: ASYNC109 (a bound, not a cancel scope)
                              nodes: Iterable[str] | None = None) -> float:
         """Wait until every (given) node is up and all report the same digest and watermarks; returns the
-        seconds it took. Raises TimeoutError with the last status table."""
+        seconds it took. Raises :class:`~workbook.ConditionTimeout` with the last status table."""
         want = set(nodes) if nodes is not None else set(self.names)
-        t0 = time.monotonic()
-        rows: list[dict[str, Any]] = []
-        while True:
-            rows = [r for r in await self.astatus() if r["name"] in want]
-            digests = {r.get("digest") for r in rows}
-            marks = {tuple(sorted((r.get("watermarks") or {}).items())) for r in rows}
-            if None not in digests and len(digests) == 1 and len(marks) == 1:
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > timeout:
-                table = [(r["name"], r.get("phase"), r.get("digest"), r.get("watermarks")) for r in rows]
-                raise TimeoutError(f"nodes did not converge within {timeout:g} s: {table}")
-            await asyncio.sleep(_POLL_S)
+        last: list[dict[str, Any]] = []
+
+        async def converged() -> bool:
+            last[:] = [r for r in await self.status() if r["name"] in want]
+            digests = {r.get("digest") for r in last}
+            marks = {tuple(sorted((r.get("watermarks") or {}).items())) for r in last}
+            return None not in digests and len(digests) == 1 and len(marks) == 1
+
+        return await wait_until(converged, timeout, lambda: "nodes converge: " + str(
+            [(r["name"], r.get("phase"), r.get("digest"), r.get("watermarks")) for r in last]), poll=_POLL_S)
 
     async def wait_connected(self, timeout: float = 20.0,  # noqa: ASYNC109
                              nodes: Iterable[str] | None = None) -> float:
         """Wait until every (given) node is serving and reaches all its peers; returns the seconds."""
         want = set(nodes) if nodes is not None else set(self.names)
-        t0 = time.monotonic()
-        while True:
-            rows = [r for r in await self.astatus() if r["name"] in want]
-            if all(r.get("serving") and r.get("peers_reachable") == len(self.names) - 1 for r in rows):
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > timeout:
-                table = [(r["name"], r.get("phase"), r.get("peers_reachable")) for r in rows]
-                raise TimeoutError(f"nodes did not connect within {timeout:g} s: {table}")
-            await asyncio.sleep(_POLL_S)
+        last: list[dict[str, Any]] = []
+
+        async def connected() -> bool:
+            last[:] = [r for r in await self.status() if r["name"] in want]
+            return all(r.get("serving") and r.get("peers_reachable") == len(self.names) - 1 for r in last)
+
+        return await wait_until(connected, timeout, lambda: "nodes connect: " + str(
+            [(r["name"], r.get("phase"), r.get("peers_reachable")) for r in last]), poll=_POLL_S)
 
     async def wait_peers(self, name: str, reachable: int, timeout: float = 10.0) -> float:  # noqa: ASYNC109
         """Wait until *name* counts exactly *reachable* reachable peers (e.g. 0 after a cut)."""
-        t0 = time.monotonic()
-        while True:
-            row = next(r for r in await self.astatus() if r["name"] == name)
-            if row.get("peers_reachable") == reachable:
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"{name} reaches {row.get('peers_reachable')} peers, not {reachable}, "
-                                   f"after {timeout:g} s")
-            await asyncio.sleep(_POLL_S)
+        last: list[Any] = [None]
+
+        async def counted() -> bool:
+            last[0] = next(r for r in await self.status() if r["name"] == name).get("peers_reachable")
+            return last[0] == reachable
+
+        return await wait_until(counted, timeout, lambda: f"{name} reaches {reachable} peers "
+                                f"(it reaches {last[0]})", poll=_POLL_S)
 
     def logs(self) -> list[dict[str, Any]]:
         """Every node's JSON-lines log records, merged by time."""
@@ -283,83 +307,4 @@ class KVCluster:
         self._aclients.clear()
 
 
-# -- workloads ---------------------------------------------------------------------------------------------
-async def write_unique(cluster: KVCluster, history: History, *, nodes: Sequence[str], prefix: str = "k",
-                       count: int | None = None, concurrency: int = 4, stop: asyncio.Event | None = None,
-                       on_ok: Any = None, call_timeout: float = 2.0) -> None:
-    """Write unique keys (``prefix-worker-i``) as fast as the cluster acknowledges them, round-robin over
-    *nodes*, recording each operation in *history*; ends after *count* writes or when *stop* is set.
-    ``on_ok(event)`` runs right after each acknowledgement, before the next request (to time a fault)."""
-    issued = 0
-    clients = {n: AsyncKVClient(cluster.address(n), timeout=call_timeout) for n in nodes}
-
-    async def worker(w: int) -> None:
-        nonlocal issued
-        i = 0
-        while (stop is None or not stop.is_set()) and (count is None or issued < count):
-            issued += 1
-            node = nodes[(w + i) % len(nodes)]
-            key = f"{prefix}-{w}-{i}"
-            i += 1
-            ev = await history.record(f"w{w}", node, "write", key, key,
-                                      lambda c=clients[node], k=key: c.put(k, k))
-            if ev.type == "ok" and on_ok is not None:
-                on_ok(ev)
-            elif ev.type != "ok":
-                await asyncio.sleep(0.01)  # pace retries against a node that is down
-
-    try:
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    finally:
-        for c in clients.values():
-            await c.close()
-
-
-async def write_register(cluster: KVCluster, history: History, *, key: str, writes: int,
-                         through: Sequence[str], reader: str) -> dict[str, str | None]:
-    """One logical writer puts ``v0`` … ``v{writes-1}`` into *key* through the nodes *through* in turn,
-    carrying the highest version it has seen from node to node, while a reader reads *key* from
-    *reader* until the writes are done; every operation goes into *history*. Returns each node's final
-    value once the cluster has converged (the input of :func:`workbook.checkers.last_write_check`)."""
-    writers = {n: cluster.aclient(n) for n in dict.fromkeys(through)}
-    reading = cluster.aclient(reader)
-    done = asyncio.Event()
-
-    async def write() -> None:
-        seen = None
-        for i in range(writes):
-            node = through[i % len(through)]
-            client = writers[node]
-            if seen is not None:
-                client.seen = max(client.seen, seen)  # one logical client, carrying its versions
-            await history.record("writer", node, "write", key, f"v{i}",
-                                 lambda c=client, i=i: c.put(key, f"v{i}"))
-            seen = client.seen
-        done.set()
-
-    async def read() -> None:
-        while not done.is_set():
-            await history.record("reader", reader, "read", key, None, lambda: reading.get(key))
-
-    await asyncio.gather(write(), read())
-    await cluster.wait_converged(10)
-    return {n: (await read_all(cluster, n, [key]))[key] for n in cluster.names}
-
-
-async def read_all(cluster: KVCluster, node: str, keys: Iterable[str], *, concurrency: int = 16,
-                   call_timeout: float = 5.0) -> dict[str, str | None]:
-    """Read every key from *node*: key → value (None when not found)."""
-    out: dict[str, str | None] = {}
-    todo = list(keys)
-    async with AsyncKVClient(cluster.address(node), timeout=call_timeout) as c:
-        async def reader(part: list[str]) -> None:
-            for k in part:
-                try:
-                    out[k] = (await c.get(k)).text
-                except KeyNotFound:
-                    out[k] = None
-        await asyncio.gather(*(reader(todo[i::concurrency]) for i in range(concurrency)))
-    return out
-
-
-__all__ = ["Event", "KVCluster", "kv_health", "read_all", "write_register", "write_unique"]
+__all__ = ["KVCluster", "kv_health", "kv_outcome", "kv_result"]

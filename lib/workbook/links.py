@@ -25,14 +25,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from workbook._exceptions import FaultLinkError
+
 Target = str | tuple[str, int] | Callable[[], "str | tuple[str, int]"]
 DIRECTIONS = ("up", "down")
 _CHUNK = 65536
 _QUEUE_CHUNKS = 64
 
 
-class LinkError(RuntimeError):
-    """A link could not be created or controlled."""
 
 
 def _directions(direction: str) -> tuple[str, ...]:
@@ -40,7 +40,7 @@ def _directions(direction: str) -> tuple[str, ...]:
         return DIRECTIONS
     if direction in DIRECTIONS:
         return (direction,)
-    raise LinkError(f"direction must be 'up', 'down' or 'both', not {direction!r}")
+    raise FaultLinkError(f"direction must be 'up', 'down' or 'both', not {direction!r}")
 
 
 def _split(addr: str | tuple[str, int]) -> tuple[str, int]:
@@ -48,7 +48,7 @@ def _split(addr: str | tuple[str, int]) -> tuple[str, int]:
         return addr[0], int(addr[1])
     host, sep, port = addr.rpartition(":")
     if not sep:
-        raise LinkError(f"target must be HOST:PORT, not {addr!r}")
+        raise FaultLinkError(f"target must be HOST:PORT, not {addr!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -149,7 +149,7 @@ class Link:
             try:
                 host, port = self._resolve()
                 up_reader, up_writer = await asyncio.open_connection(host, port)
-            except (OSError, LinkError, KeyError, ValueError, RuntimeError):
+            except (OSError, FaultLinkError, KeyError, ValueError, RuntimeError):
                 self.refused += 1
                 conn.reset()
                 return
@@ -271,7 +271,7 @@ class Link:
     def delay(self, seconds: float, jitter: float = 0.0, direction: str = "both") -> None:
         """Delay every chunk by *seconds* ± *jitter* (uniform) in *direction*; bytes keep their order."""
         if seconds < 0 or jitter < 0:
-            raise LinkError(f"delay and jitter must be >= 0, got {seconds}, {jitter}")
+            raise FaultLinkError(f"delay and jitter must be >= 0, got {seconds}, {jitter}")
         dirs = _directions(direction)
 
         def apply() -> None:
@@ -381,7 +381,7 @@ class Links:
         if threading.current_thread() is self._thread:
             return fn()
         if self._closed:
-            raise LinkError("links are closed")
+            raise FaultLinkError("links are closed")
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
@@ -395,18 +395,18 @@ class Links:
 
     def _run(self, coro: Any) -> Any:
         if threading.current_thread() is self._thread:
-            raise LinkError("cannot wait for the links thread from inside it")
+            raise FaultLinkError("cannot wait for the links thread from inside it")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def add(self, name: str, target: Target, *, between: tuple[str, str] | None = None) -> Link:
         """A new link *name* on 127.0.0.1:0 forwarding to *target*; *between* = (client node, server node)."""
         with self._lock:
             if self._closed:
-                raise LinkError("links are closed")
+                raise FaultLinkError("links are closed")
             if name in self._links:
-                raise LinkError(f"link {name!r} exists already")
+                raise FaultLinkError(f"link {name!r} exists already")
             if between is not None and len(between) != 2:
-                raise LinkError(f"between must name two nodes, got {between!r}")
+                raise FaultLinkError(f"between must name two nodes, got {between!r}")
             link = Link(self, name, target, tuple(between) if between else None)
             self._run(link._start())
             self._links[name] = link
@@ -438,7 +438,7 @@ class Links:
         for index, group in enumerate(groups):
             for node in group:
                 if node in where:
-                    raise LinkError(f"node {node!r} is in two groups of the partition")
+                    raise FaultLinkError(f"node {node!r} is in two groups of the partition")
                 where[node] = index
         cut = []
         for link in self:

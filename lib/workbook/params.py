@@ -14,6 +14,8 @@ import ast
 import time
 from typing import Any
 
+from workbook._exceptions import ParameterError
+
 MODES = ("fixed", "incident")
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
@@ -21,8 +23,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-class ParameterError(ValueError):
-    """An unknown or ill-typed notebook parameter (the message is one line)."""
 
 
 class Parameters(dict[str, Any]):

@@ -153,3 +153,56 @@ def metric_bars(values: Mapping[str, float], *, title: str, ylabel: str = "") ->
     ax.set_ylabel(ylabel)
     fig.tight_layout()
     return fig
+
+
+TYPE_COLOURS = {"ok": "#4c72b0", "fail": "#dd8452", "info": "#d62728", "pending": "#999999"}
+FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac"]
+
+
+def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] = (),
+             max_ops: int = 20000) -> Figure:
+    """Jepsen's timeline: one lane per process, one bar per operation from invoke to completion coloured
+    by outcome (ok / fail / info / pending), and the nemesis's faults as shaded bands across every lane
+    from their start to their end. *highlight*: keys whose operations get a red edge (e.g. lost writes).
+    """
+    ops = [r for r in history.operations() if r["process"] != "nemesis"][-max_ops:]
+    faults = history.faults()
+    processes = sorted({r["process"] for r in ops}, key=lambda p: (len(p), p))
+    lane = {p: i for i, p in enumerate(processes)}
+    end_of_run = max([r["complete_time"] or r["invoke_time"] for r in ops] +
+                     [f["end"] or f["start"] for f in faults] + [0.0])
+    marked = set(highlight)
+    fig, ax = plt.subplots(figsize=(11, max(2.4, 0.9 + 0.28 * len(processes))))
+    by_type: dict[str, list[tuple[float, float, int]]] = {}
+    for r in ops:
+        end = r["complete_time"] if r["complete_time"] is not None else end_of_run
+        by_type.setdefault(r["type"], []).append((r["invoke_time"], max(end - r["invoke_time"], 1e-4),
+                                                  lane[r["process"]]))
+    for type_, bars in by_type.items():
+        for y in sorted({b[2] for b in bars}):
+            ax.broken_barh([(b[0], b[1]) for b in bars if b[2] == y], (y - 0.35, 0.7),
+                           color=TYPE_COLOURS.get(type_, "#999999"), lw=0)
+        ax.plot([], [], color=TYPE_COLOURS.get(type_, "#999999"), lw=6, label=f"{type_} ({len(bars)})")
+    for r in ops:
+        if r["key"] in marked and r["complete_time"] is not None:
+            ax.broken_barh([(r["invoke_time"], max(r["complete_time"] - r["invoke_time"], 1e-4))],
+                           (lane[r["process"]] - 0.45, 0.9), facecolor="none", edgecolor=HIGHLIGHT, lw=1.2)
+    kinds: dict[str, str] = {}
+    for f in faults:
+        colour = kinds.setdefault(f["kind"], FAULT_COLOURS[len(kinds) % len(FAULT_COLOURS)])
+        end = f["end"] if f["end"] is not None else end_of_run
+        if end - f["start"] < end_of_run / 400:
+            ax.axvline(f["start"], color=colour, lw=1.5)
+        else:
+            ax.axvspan(f["start"], end, color=colour, alpha=0.3, lw=0)
+        ax.text(f["start"], len(processes) - 0.4, f" {f['kind']} {f['node']}", fontsize=7, va="bottom",
+                rotation=0, clip_on=True)
+    for kind, colour in kinds.items():
+        ax.plot([], [], color=colour, lw=6, alpha=0.5, label=f"nemesis: {kind}")
+    ax.set_yticks(range(len(processes)), processes)
+    ax.set_ylim(-0.8, len(processes) + 0.3)
+    ax.set_xlabel("seconds since the history started")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,6 @@
 """The per-user registry of live runs, and reaping what a dead owner left behind (``workbook down``).
 
-Every :class:`~workbook.topology.Run` registers itself here (owner pid + /proc start time, run
+Every :class:`~workbook.run.Run` registers itself here (owner pid + /proc start time, run
 directory) and appends each process it starts to ``<run dir>/processes.jsonl`` (pid + start time +
 argv). A process is only ever signalled after its /proc start time matches the record, so a recycled
 pid is never hit. By default only runs whose owner is gone are reaped, so a parallel pytest worker or
@@ -9,15 +9,18 @@ a live kernel is never disturbed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from workbook._exceptions import ConditionTimeout
+from workbook.waiting import wait_until_sync
 
 PROCESSES_FILE = "processes.jsonl"
 
@@ -146,9 +149,9 @@ def kill_recorded(run_dir: Path, grace: float = 2.0) -> list[dict[str, Any]]:
                     os.kill(p["pid"], signal.SIGCONT)  # a paused process must wake up to die gracefully
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline and any(is_alive(p["pid"], p["start_time"]) for p in alive):
-            time.sleep(0.01)
+        with contextlib.suppress(ConditionTimeout):
+            wait_until_sync(lambda: not any(is_alive(p["pid"], p["start_time"]) for p in alive),
+                            grace if sig == signal.SIGTERM else 5.0, "recorded processes exit", poll=0.01)
     return alive
 
 
@@ -219,7 +222,7 @@ def kill_tree(pid: int, wait: float = 10.0) -> list[int]:
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(is_alive(v, s) for v, s in identities):
-        time.sleep(0.01)
+    with contextlib.suppress(ConditionTimeout):
+        wait_until_sync(lambda: not any(is_alive(v, s) for v, s in identities), wait, "the tree exits",
+                        poll=0.01)
     return victims

@@ -13,13 +13,19 @@ Two WebSocket client kinds model the two client populations of the 2026-01-23 pr
   for good: every later request on it times out (or, when its id collides, gets the stray answer),
   while a fresh connection works — the incident's three-hour symptom.
 
-Every frame sent or received is appended to ``client.history`` with monotonic and wall timestamps,
+Every frame sent or received is appended to ``client.trace`` (the wire, below the operation history)
+with monotonic and wall timestamps,
 direction, parsed JSON and a classification judged by ids alone (the truth, whatever the client kind
 made of it): ``response-to-pending``, ``unsolicited-response``, ``notification-known-sub``,
 ``notification-unknown-sub`` or ``other``; sent frames are ``request``, ``batch`` or ``notification``;
-``event`` frames record a close and each strict pairing error. ``message_rows`` turns a history into
+``event`` frames record a close and each strict pairing error. ``message_rows`` turns a trace into
 rows for ``workbook.plots.sequence_chart``. Waits are on futures with deadlines; ``close()`` closes
 everything the client opened.
+
+Given a :class:`workbook.History` (``history=``), each request is also recorded there as one operation
+(process = the client's name, f = the method, key = the request id): ``ok`` with its result, ``fail``
+for a JSON-RPC error object (the server answered), ``info`` for a timeout or a lost connection (the
+request may have run): :func:`rpc_outcome`.
 
 The strict model assumes answers come back in request order, as they do from one upstream when a
 client has one request in flight; drive strict clients sequentially (await each request) unless the
@@ -42,6 +48,10 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from workbook._exceptions import ConnectionLost, RequestTimeout, RpcClientError, RpcResponseError
+from workbook.history import History
+from workbook.waiting import wait_until
+
 ClientKind = Literal["strict", "geth"]
 RESPONSE_TO_PENDING = "response-to-pending"
 UNSOLICITED_RESPONSE = "unsolicited-response"
@@ -50,27 +60,12 @@ NOTIFICATION_UNKNOWN_SUB = "notification-unknown-sub"
 OTHER = "other"
 
 
-class RpcClientError(Exception):
-    """Base of the errors raised by these clients."""
 
 
-class RpcResponseError(RpcClientError):
-    """The server answered with a JSON-RPC error object."""
-
-    def __init__(self, code: int, message: str, data: Any = None, *, method: str = "",
-                 id: Any = None) -> None:
-        super().__init__(f"{method} (id {id!r}): error {code}: {message}")
-        self.code = code
-        self.message = message
-        self.data = data
 
 
-class RequestTimeout(RpcClientError, TimeoutError):
-    """No answer to a request within its deadline."""
 
 
-class ConnectionLost(RpcClientError):
-    """The connection closed while a request waited for its answer."""
 
 
 @dataclass(frozen=True)
@@ -107,19 +102,24 @@ class _Waiter:
     sent_mono: float = field(default_factory=time.monotonic)
 
 
+def rpc_outcome(exc: BaseException) -> tuple[str, Any]:
+    """How a JSON-RPC client classifies an error: an error object is ``fail``, anything else ``info``."""
+    return ("fail", exc.code) if isinstance(exc, RpcResponseError) else ("info", None)
+
+
 class _Recorder:
-    """The history list and the bookkeeping that classifies received frames by id."""
+    """The trace (every frame, in order) of one client."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.history: list[Frame] = []
+        self.trace: list[Frame] = []
         self._seq = itertools.count()
 
     def add(self, direction: str, kind: str, message: Any, raw: str | None = None,
             note: str | None = None) -> Frame:
         frame = Frame(next(self._seq), time.monotonic(), time.time(), self.name, direction, kind, message,
                       raw, note)
-        self.history.append(frame)
+        self.trace.append(frame)
         return frame
 
 
@@ -143,8 +143,10 @@ def _is_notification(message: Any) -> bool:
 class WsClient:
     """A JSON-RPC WebSocket client of kind ``"strict"`` or ``"geth"`` (see the module docstring)."""
 
-    def __init__(self, conn: ClientConnection, url: str, kind: ClientKind, name: str, binary: bool) -> None:
+    def __init__(self, conn: ClientConnection, url: str, kind: ClientKind, name: str, binary: bool,
+                 history: History | None = None) -> None:
         self.url = url
+        self.history = history
         self.kind = kind
         self.name = name
         self.binary = binary
@@ -156,7 +158,6 @@ class WsClient:
         self._stray: deque[dict[str, Any]] = deque()  # strict: answers nobody waited for
         self._outstanding: dict[Any, int] = {}  # truth for classification: id -> unanswered count
         self._subs: dict[str, list[Any]] = {}
-        self._sub_events: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Event()
         self.protocol_errors: list[str] = []
         self.desynchronised = False
@@ -166,27 +167,29 @@ class WsClient:
     @classmethod
     async def connect(cls, url: str, kind: ClientKind = "strict", name: str | None = None, *,
                       open_timeout: float = 10.0, max_size: int | None = 16 * 1024 * 1024,
-                      binary: bool = False) -> WsClient:
-        """Open a WebSocket to *url*; *binary* sends requests as binary frames (as web3.py does)."""
+                      binary: bool = False, history: History | None = None) -> WsClient:
+        """Open a WebSocket to *url*; *binary* sends requests as binary frames (as web3.py does);
+        with *history*, every request is recorded there as an operation."""
         if kind not in ("strict", "geth"):
             raise ValueError(f"kind must be 'strict' or 'geth', got {kind!r}")
         conn = await websockets.connect(url, open_timeout=open_timeout, max_size=max_size,
                                         ping_interval=None, compression=None)
-        return cls(conn, url, kind, name or f"{kind}-client", binary)
+        return cls(conn, url, kind, name or f"{kind}-client", binary, history)
 
     # -- state --------------------------------------------------------------------------------------------
 
     @property
-    def history(self) -> list[Frame]:
-        return self._rec.history
+    def trace(self) -> list[Frame]:
+        """Every frame sent and received, in order (the wire, below the operation history)."""
+        return self._rec.trace
 
     @property
     def closed(self) -> bool:
         return self._reader.done()
 
     def frames(self, kind: str | None = None, direction: str | None = None) -> list[Frame]:
-        """History frames of one classification and/or direction."""
-        return [f for f in self.history if (kind is None or f.kind == kind)
+        """Trace frames of one classification and/or direction."""
+        return [f for f in self.trace if (kind is None or f.kind == kind)
                 and (direction is None or f.direction == direction)]
 
     def notifications(self, sub_id: str) -> list[Any]:
@@ -199,30 +202,21 @@ class WsClient:
 
     async def wait_notifications(self, sub_id: str, count: int, timeout: float = 10.0) -> list[Any]:  # noqa: ASYNC109
         """Wait until *sub_id* has at least *count* notifications; RequestTimeout after *timeout*."""
-        deadline = time.monotonic() + timeout
-        while len(self.notifications(sub_id)) < count:
-            if self.closed:
+
+        def arrived() -> bool:
+            if self.closed and len(self.notifications(sub_id)) < count:
                 raise ConnectionLost(f"{self.name}: connection closed ({self.close_code})")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RequestTimeout(f"{self.name}: {len(self.notifications(sub_id))} of {count} "
-                                     f"notifications on {sub_id} within {timeout:g} s")
-            event = self._sub_events.setdefault(sub_id, asyncio.Event())
-            event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, 0.5))
+            return len(self.notifications(sub_id)) >= count
+
+        await wait_until(arrived, timeout, lambda: f"{self.name}: {len(self.notifications(sub_id))} of "
+                         f"{count} notifications on {sub_id}", poll=0.5, wake=self._changed,
+                         error=RequestTimeout)
         return self.notifications(sub_id)
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:  # noqa: ASYNC109
         """Wait until ``predicate()`` is true, re-checked on every received frame; deadline *timeout*."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RequestTimeout(f"{self.name}: {what} not reached within {timeout:g} s")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+        await wait_until(predicate, timeout, f"{self.name}: {what}", poll=0.5, wake=self._changed,
+                         error=RequestTimeout)
 
     # -- sending ------------------------------------------------------------------------------------------
 
@@ -251,6 +245,16 @@ class WsClient:
         *id* defaults to the next integer; give one to reuse ids on purpose.
         """
         req_id = next(self._ids) if id is None else id
+        if self.history is None:
+            return await self._request(method, params, req_id, timeout)
+        done = await self.history.record(self.name, method,
+                                         lambda: self._request(method, params, req_id, timeout),
+                                         node=self.url, key=req_id, value=params, outcome=rpc_outcome,
+                                         reraise=True)
+        return done.value
+
+    async def _request(self, method: str, params: Sequence[Any] | dict[str, Any] | None, req_id: Any,
+                       timeout: float) -> Any:  # noqa: ASYNC109
         message = {"jsonrpc": "2.0", "id": req_id, "method": method,
                    "params": list(params) if isinstance(params, list | tuple) else (params or [])}
         waiter = _Waiter(req_id, method, asyncio.get_running_loop().create_future())
@@ -317,8 +321,6 @@ class WsClient:
                         f"{self.name}: connection closed ({self._conn.close_code}) before the answer to "
                         f"{waiter.method} (id {waiter.id!r})"))
             self._changed.set()
-            for event in self._sub_events.values():
-                event.set()
 
     def _classify_response(self, message: dict[str, Any]) -> str:
         count = self._outstanding.get(message["id"], 0)
@@ -353,9 +355,6 @@ class WsClient:
             sub_id = message["params"].get("subscription")
             if isinstance(sub_id, str) and sub_id in self._subs:
                 self._subs[sub_id].append(message["params"].get("result"))
-                event = self._sub_events.get(sub_id)
-                if event is not None:
-                    event.set()
                 return NOTIFICATION_KNOWN_SUB, None
             if self.kind == "strict":
                 self.protocol_errors.append(f"notification under unknown subscription {sub_id!r}")
@@ -421,8 +420,9 @@ class HttpClient:
     """JSON-RPC over HTTP with a pooled aiohttp session; records every body sent and received."""
 
     def __init__(self, url: str, *, name: str = "http-client", limit: int = 100,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, history: History | None = None) -> None:
         self.url = url
+        self.history = history
         self.name = name
         self.timeout = timeout
         self._rec = _Recorder(name)
@@ -437,8 +437,9 @@ class HttpClient:
         return self._session
 
     @property
-    def history(self) -> list[Frame]:
-        return self._rec.history
+    def trace(self) -> list[Frame]:
+        """Every body sent and received, in order."""
+        return self._rec.trace
 
     async def post(self, payload: Any, timeout: float | None = None) -> tuple[int, Any]:  # noqa: ASYNC109
         """POST *payload* (str/bytes as is, else JSON); returns (HTTP status, parsed body or None)."""
@@ -477,6 +478,16 @@ class HttpClient:
                       id: Any = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """One call; returns its result, raises RpcResponseError for an error object."""
         req_id = next(self._ids) if id is None else id
+        if self.history is None:
+            return await self._request(method, params, req_id, timeout)
+        done = await self.history.record(self.name, method,
+                                         lambda: self._request(method, params, req_id, timeout),
+                                         node=self.url, key=req_id, value=params, outcome=rpc_outcome,
+                                         reraise=True)
+        return done.value
+
+    async def _request(self, method: str, params: Sequence[Any] | dict[str, Any] | None, req_id: Any,
+                       timeout: float | None) -> Any:  # noqa: ASYNC109
         status, answer = await self.post({"jsonrpc": "2.0", "id": req_id, "method": method,
                                           "params": list(params) if isinstance(params, list | tuple)
                                           else (params or [])}, timeout)
@@ -535,11 +546,11 @@ HIGHLIGHTED = (UNSOLICITED_RESPONSE, NOTIFICATION_UNKNOWN_SUB)
 
 
 def message_rows(client: WsClient | HttpClient, peer: str = "proxy") -> list[dict[str, Any]]:
-    """The client's history as rows for ``workbook.plots.sequence_chart`` (``ts, src, dst, label,
+    """The client's trace as rows for ``workbook.plots.sequence_chart`` (``ts, src, dst, label,
     highlight, kind``): lanes are the client's name and *peer*; unsolicited answers, notifications
     under unknown ids and strict pairing errors are highlighted."""
     rows = []
-    for frame in client.history:
+    for frame in client.trace:
         outgoing = frame.direction == "sent"
         src = client.name if outgoing or frame.direction == "event" else peer
         rows.append({"ts": frame.wall, "src": src, "dst": peer if outgoing else client.name,
@@ -548,7 +559,7 @@ def message_rows(client: WsClient | HttpClient, peer: str = "proxy") -> list[dic
     return rows
 
 
-def history_records(*clients: WsClient | HttpClient) -> list[dict[str, Any]]:
-    """All clients' histories as dicts sorted by monotonic time (``pandas.DataFrame(...)``-ready)."""
-    frames = [f.as_dict() for c in clients for f in c.history]
+def trace_records(*clients: WsClient | HttpClient) -> list[dict[str, Any]]:
+    """All clients' traces as dicts sorted by monotonic time (``pandas.DataFrame(...)``-ready)."""
+    frames = [f.as_dict() for c in clients for f in c.trace]
     return sorted(frames, key=lambda f: f["mono"])

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbook import params as _params
-
-
-class VerdictError(AssertionError):
-    """The notebook's verdict does not hold (the message says which and why)."""
+from workbook._exceptions import VerdictError
 
 
 def _jsonable(value: Any) -> Any:

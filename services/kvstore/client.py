@@ -24,11 +24,12 @@ from kvstore.replication import CHANNEL_OPTIONS
 class KVError(Exception):
     """A failed call: ``code`` is the gRPC status name, ``details`` the node's message."""
 
-    def __init__(self, code: str, details: str, target: str) -> None:
+    def __init__(self, code: str, details: str, target: str, *, applied: bool | None = None) -> None:
         super().__init__(f"{code}: {details} (node {target})")
         self.code = code
         self.details = details
         self.target = target
+        self.applied = applied  # False: the node refused before any write; None: unknown
 
 
 class KeyNotFound(KVError):
@@ -56,8 +57,11 @@ _ERRORS = {"NOT_FOUND": KeyNotFound, "DEADLINE_EXCEEDED": OutcomeUnknown, "UNAVA
 
 
 def error_from(exc: grpc.RpcError, target: str) -> KVError:
+    """The typed error of a failed call; ``applied`` is False when the node said it changed nothing."""
     code = exc.code().name if exc.code() else "UNKNOWN"
-    return _ERRORS.get(code, KVError)(code, exc.details() or "", target)
+    trailing = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+    applied = False if trailing.get("kv-applied") == "no" else None
+    return _ERRORS.get(code, KVError)(code, exc.details() or "", target, applied=applied)
 
 
 @dataclass(frozen=True)

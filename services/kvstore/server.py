@@ -66,6 +66,10 @@ class NodeConfig:
     ready_file: str | None = None
 
 
+# Trailing metadata of a refusal that certainly changed nothing (the client's typed errors read it).
+NOT_APPLIED = (("kv-applied", "no"),)
+
+
 class Abort(Exception):
     """Ends an RPC with a status code and a clear message."""
 
@@ -448,11 +452,13 @@ async def _handle(ctx: grpc.aio.ServicerContext, coro: Any) -> Any:
     try:
         return await coro
     except Abort as exc:
-        await ctx.abort(exc.code, exc.details)
+        # Every refusal but a deadline comes before any write: the client may count it as failed.
+        await ctx.abort(exc.code, exc.details,
+                        () if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else NOT_APPLIED)
     except StoreClosed as exc:
-        await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(exc), NOT_APPLIED)
     except StoreFull as exc:
-        await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), NOT_APPLIED)
 
 
 class _KV(pbg.KVServicer):

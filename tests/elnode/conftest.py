@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 from elnode.chain import Chain, ChainSpec
-from workbook.topology import Run, Service, http_health
+from workbook.run import Run
+from workbook.service import Service, http_health
 
 GENESIS = 1_700_000_000
 BLOCK_TIME = 0.2

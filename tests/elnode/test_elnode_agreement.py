@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from workbook.rpcclient import HttpClient, WsClient
-from workbook.topology import Service
+from workbook.service import Service
 
 
 async def _head(client: HttpClient) -> tuple[int, str]:

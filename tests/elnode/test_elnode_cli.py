@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from elnode.__main__ import build_parser
-from workbook.topology import Service
+from workbook.service import Service
 
 
 def _elnode(*args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from elnode.methods import METHODS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
-from workbook.topology import Service
+from workbook.service import Service
 
 MAX_SIZE = 65_536
 MAX_DEPTH = 128

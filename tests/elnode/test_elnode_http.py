@@ -9,7 +9,7 @@ from conftest import CHAIN_ID
 from elnode.chain import TRANSFER_TOPIC
 from prometheus_client.parser import text_string_to_metric_families
 from workbook.rpcclient import HttpClient, RpcResponseError
-from workbook.topology import Service
+from workbook.service import Service
 
 
 async def test_methods_answer_like_a_dev_node(node: Service) -> None:

@@ -10,7 +10,7 @@ import pytest
 from conftest import clock_head, until
 from elnode.admin import AdminClient, AdminError
 from workbook.rpcclient import HttpClient, RpcResponseError, WsClient
-from workbook.topology import Service
+from workbook.service import Service
 
 
 async def test_stall_freezes_the_head_and_its_removal_catches_up(node: Service) -> None:
@@ -54,7 +54,7 @@ async def test_delay_holds_one_method_without_holding_the_others(node: Service) 
         await admin.set(delay={"eth_chainId": 0.6})
         started = time.monotonic()
         slow = asyncio.create_task(ws.request("eth_chainId"))
-        await ws.wait_for(lambda: any(f.kind == "request" for f in ws.history), what="chainId sent")
+        await ws.wait_for(lambda: any(f.kind == "request" for f in ws.trace), what="chainId sent")
         assert await ws.request("eth_blockNumber")
         assert not slow.done()  # the delayed answer is still held
         assert await slow == "0x539"
@@ -64,7 +64,7 @@ async def test_delay_holds_one_method_without_holding_the_others(node: Service) 
         first = asyncio.create_task(ws.request("eth_chainId"))
         second = asyncio.create_task(ws.request("eth_blockNumber"))
         await asyncio.gather(first, second)
-        answers = [f.id for f in ws.history if f.kind == "response-to-pending"]
+        answers = [f.id for f in ws.trace if f.kind == "response-to-pending"]
         assert answers[-2:] == sorted(answers[-2:])  # undelayed: answered in the order asked
 
 
@@ -113,7 +113,7 @@ async def test_heartbeat_notifications_at_the_cadence_until_turned_off(node: Ser
     async with await WsClient.connect(node.url("ws"), "strict") as ws:
 
         def beats() -> list[dict]:
-            return [f.message["params"] for f in ws.history if f.method == "elnode_heartbeat"]
+            return [f.message["params"] for f in ws.trace if f.method == "elnode_heartbeat"]
 
         await admin.set(heartbeat_interval=0.05)
         await ws.wait_for(lambda: len(beats()) >= 3, what="3 heartbeats")

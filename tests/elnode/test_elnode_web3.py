@@ -6,7 +6,7 @@ import asyncio
 
 from elnode.chain import TRANSFER_TOPIC
 from web3 import AsyncWeb3, WebSocketProvider
-from workbook.topology import Service
+from workbook.service import Service
 
 
 async def test_web3_reads_blocks_and_follows_new_heads_and_logs(node: Service) -> None:

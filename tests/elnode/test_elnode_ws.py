@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import websockets
 from elnode.chain import TRANSFER_TOPIC
-from workbook.topology import Service
+from workbook.service import Service
 
 SUB_ID = re.compile(r"0x[0-9a-f]{32}")
 

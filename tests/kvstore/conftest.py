@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from workbook.kvcluster import KVCluster
-from workbook.topology import Run
+from workbook.run import Run
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import time
 import pytest
 from kvstore.client import InvalidArgument, KeyNotFound, KVClient, KVError, StorageFull
 from kvstore.clock import Stamp
+from workbook._exceptions import ServiceError
 from workbook.kvcluster import kv_health
-from workbook.topology import Run, ServiceError
+from workbook.run import Run
 
 KV = [sys.executable, "-m", "kvstore"]
 

@@ -15,16 +15,22 @@ import pytest
 from kvstore.client import KeyNotFound, KVClient, Unavailable
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
-from workbook.checkers import last_write_check, set_check
+from workbook._exceptions import ServiceError
+from workbook.checkers import last_write
 from workbook.history import History
-from workbook.kvcluster import kv_health, read_all, write_register, write_unique
-from workbook.topology import ServiceError
+from workbook.kvcluster import kv_health
+from workbook.workloads import crash_cycle, read_all, write_register
 
 MODES = ["incident", "fixed"]
 
 
 def on(mode: str, defect: str) -> list[str]:
     return [defect] if mode == "incident" else []
+
+
+def serving(address: str) -> bool:
+    with KVClient(address) as c:
+        return c.health() == "SERVING"
 
 
 async def until(predicate, within: float, poll: float = 0.02) -> bool:
@@ -42,24 +48,11 @@ async def test_kv01_ack_before_commit_loses_acknowledged_writes(start_cluster, m
     cluster = await start_cluster(defects=on(mode, "ack-before-commit"))
     lost_total, acked_total, cycles = 0, 0, 0
     for cycle in range(3):
-        history, stop = History(), asyncio.Event()
-        kill_wall: list[float] = []
-
-        def kill_after_acks(ev, history=history, stop=stop, kill_wall=kill_wall) -> None:
-            if history.counts()["ok"] >= 30 and not stop.is_set():
-                cluster.kill("kv1")  # right after an acknowledgement, before any other request
-                kill_wall.append(time.time())
-                stop.set()
-
-        await write_unique(cluster, history, nodes=["kv1"], prefix=f"c{cycle}", concurrency=8, stop=stop,
-                           on_ok=kill_after_acks)
-        await cluster.restart("kv1")
-        await cluster.wait_converged(15)
-        present = await read_all(cluster, "kv1", {r["key"] for r in history.operations()})
-        verdict = set_check(history, {k for k, v in present.items() if v is not None})
-        before_kill = [round(kill_wall[0] - t, 3) for t in verdict["lost_ack_walls"]]
+        result = await crash_cycle(cluster, node="kv1", acks_before_kill=30, writers=8, prefix=f"c{cycle}",
+                                   converge_timeout=15)
+        verdict = result["check"]
         print(f"[{mode}] cycle {cycle}: acknowledged {verdict['acknowledged']}, lost {verdict['lost_count']} "
-              f"(acknowledged this many seconds before the kill: {before_kill})")
+              f"(acknowledged this many ms before the kill: {result['lost_ms_before_kill']})")
         lost_total += verdict["lost_count"]
         acked_total += verdict["acknowledged"]
         cycles += 1
@@ -89,7 +82,7 @@ async def test_kv02_ready_before_recovery_reads_an_unopened_store(start_cluster,
     with cluster.hold_store_writer("kv1"):  # the store's recovery cannot finish until we let go
         await cluster.restart("kv1", wait=False)
         assert await until(lambda: logged("store.opening"), 15)
-        ready_while_held = await until(lambda: cluster.health("kv1") == "SERVING", 1.0)
+        ready_while_held = await until(lambda: serving(cluster.address("kv1")), 1.0)
         if ready_while_held:
             got = await read_all(cluster, "kv1", data)
             wrong_after_ready = {k: v for k, v in got.items() if v != data[k]}
@@ -155,7 +148,7 @@ async def test_kv04_no_catch_up_leaves_the_cut_off_node_stale(start_cluster, mod
     except TimeoutError:
         seconds = None
     on_kv3 = await read_all(cluster, "kv3", keys)
-    digests = {r["name"]: r["digest"] for r in cluster.status()}
+    digests = {r["name"]: r["digest"] for r in await cluster.status()}
     stale = sum(1 for v in on_kv3.values() if v != "during")
     print(f"[{mode}] converged after heal: {seconds if seconds is None else round(seconds, 3)} s; "
           f"stale keys on kv3: {stale}/{len(keys)}; digests {digests}")
@@ -168,12 +161,12 @@ async def test_kv04_no_catch_up_leaves_the_cut_off_node_stale(start_cluster, mod
 @pytest.mark.parametrize("mode", MODES)
 async def test_kv05_wall_clock_lww_loses_the_last_acknowledged_write(start_cluster, mode: str) -> None:
     cluster = await start_cluster(defects=on(mode, "wall-clock-lww"))
-    cluster.set_clock_offset("kv3", -5.0)
+    await cluster.set_clock_offset("kv3", -5.0)
     history = History()
     # alternating kv1/kv3: the last write goes through the slow clock
     final = await write_register(cluster, history, key="reg", writes=20, through=("kv1", "kv3"), reader="kv2")
     assert history.counts()["fail"] == history.counts()["info"] == 0
-    verdict = last_write_check(history, "reg", final)
+    verdict = last_write(history, "reg", final)
     print(f"[{mode}] last acknowledged {verdict['last_acknowledged']!r}, final {final}, "
           f"vanished {[v['value'] for v in verdict['vanished'] if v['node'] == 'kv1']}")
     if mode == "incident":

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 from kvstore.client import KeyNotFound, Unavailable
-from workbook.checkers import last_write_check, set_check
+from workbook.checkers import last_write, set_full
 from workbook.history import History
-from workbook.kvcluster import read_all, write_register, write_unique
+from workbook.workloads import read_all, write_register, write_unique
 
 
 async def test_recovery_from_kill_9(start_cluster) -> None:
@@ -26,7 +26,7 @@ async def test_recovery_from_kill_9(start_cluster) -> None:
     assert not cluster["kv1"].alive
     await cluster.restart("kv1")
     present = await read_all(cluster, "kv1", {r["key"] for r in history.operations()})
-    verdict = set_check(history, {k for k, v in present.items() if v is not None})
+    verdict = set_full(history, {k for k, v in present.items() if v is not None})
     print("kill -9 recovery:", {k: verdict[k] for k in ("acknowledged", "unknown", "lost_count")})
     assert verdict["acknowledged"] >= 40
     assert verdict["lost"] == [] and verdict["valid"]
@@ -115,7 +115,7 @@ async def test_concurrent_writer_and_reader_final_value_is_last_acknowledged(sta
     cluster = await start_cluster()
     history = History()
     final = await write_register(cluster, history, key="reg", writes=40, through=("kv1", "kv2"), reader="kv3")
-    verdict = last_write_check(history, "reg", final)
+    verdict = last_write(history, "reg", final)
     print("reads during the run:", sum(1 for r in history.operations() if r["f"] == "read"))
     assert verdict["valid"], verdict
     assert verdict["last_acknowledged"] == "v39"

@@ -16,7 +16,8 @@ from rpcproxy_support import FAST, start_stack, wait_sessions_on, wait_until
 from web3 import AsyncWeb3, WebSocketProvider
 from workbook.anvil import ensure_anvil, why_no_anvil
 from workbook.ethstack import ProxyObserver, proxy_config_toml
-from workbook.topology import Run, Service, http_health
+from workbook.run import Run
+from workbook.service import Service, http_health
 
 
 async def _collect(w3: AsyncWeb3, sub_id: str, heads: list[Any], more: int, timeout: float = 20) -> None:  # noqa: ASYNC109

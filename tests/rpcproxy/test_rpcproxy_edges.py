@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from rpcproxy.httpproxy import forwardable
 from rpcproxy_support import metric, start_stack, wait_until
 from workbook.rpcclient import HttpClient, RpcResponseError, WsClient
-from workbook.topology import Run
+from workbook.run import Run
 
 
 async def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:

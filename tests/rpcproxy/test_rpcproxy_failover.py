@@ -25,7 +25,7 @@ from rpcproxy_support import (
     wait_until,
 )
 from workbook.rpcclient import HttpClient, RequestTimeout, RpcResponseError, WsClient
-from workbook.topology import Run
+from workbook.run import Run
 
 MODES = ["fixed", "incident"]
 
@@ -63,7 +63,7 @@ async def test_rpc05_requests_during_the_reconnection_window(run: Run, mode: str
 
     kinds = Counter(_kind(o) for o in outcomes)
     held_kinds = Counter(_kind(o) for o in outcomes[: in_flight + 1])
-    answers_per_id = Counter(f.id for f in client.history if f.direction == "received" and f.id is not None)
+    answers_per_id = Counter(f.id for f in client.trace if f.direction == "received" and f.id is not None)
     if mode == "incident":
         assert kinds == {"no answer": in_flight + 1 + burst}, kinds  # every one silently dropped
         assert await metric(stack, "rpcproxy_ws_dropped_messages_total", reason="during_reconnect") == burst
@@ -79,7 +79,7 @@ async def test_rpc05_requests_during_the_reconnection_window(run: Run, mode: str
             "error -32000": 1,
             "error -32005": burst - queue_cap,
         }, kinds  # bounded queue, overflow answered
-        sent_ids = [f.id for f in client.history if f.direction == "sent" and f.id is not None]
+        sent_ids = [f.id for f in client.trace if f.direction == "sent" and f.id is not None]
         assert all(answers_per_id[i] == 1 for i in sent_ids)  # exactly one answer each
         assert await metric(stack, "rpcproxy_ws_queue_overflow_total") == burst - queue_cap
         assert await metric(stack, "rpcproxy_ws_inflight_resent_total") == in_flight

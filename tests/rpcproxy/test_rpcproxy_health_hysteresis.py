@@ -16,7 +16,7 @@ import pytest
 from rpcproxy_support import FAST, metric, node_health, sessions, start_stack, wait_sessions_on, wait_until
 from workbook.ethstack import EthStack
 from workbook.rpcclient import WsClient
-from workbook.topology import Run
+from workbook.run import Run
 
 M = 4  # healthy_after: good checks in a row before an unhealthy node is healthy again
 FAILBACK_AFTER = 0.5  # seconds a recovered primary must stay healthy before sessions move back

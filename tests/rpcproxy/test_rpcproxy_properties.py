@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from rpcproxy_support import start_stack
 from workbook.ethstack import EthStack
-from workbook.topology import Run
+from workbook.run import Run
 
 IDS = st.sampled_from([1, 2, 3, "a", 100])
 KINDS = st.sampled_from([["newHeads"], ["logs", {}], ["newPendingTransactions"]])

@@ -16,7 +16,7 @@ from workbook.rpcclient import (
     RequestTimeout,
     WsClient,
 )
-from workbook.topology import Run
+from workbook.run import Run
 
 MODES = ["fixed", "incident"]
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -28,7 +28,7 @@ def _is_head(message: dict) -> bool:
 
 
 def _unsolicited(client: WsClient) -> list[dict]:
-    return [f.message for f in client.history if f.kind == UNSOLICITED_RESPONSE]
+    return [f.message for f in client.trace if f.kind == UNSOLICITED_RESPONSE]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -36,7 +36,7 @@ async def test_rpc01_regular_requests_after_reconnection(run: Run, mode: str) ->
     stack = await start_stack(run, ("replay-leak",) if mode == "incident" else ())
     async with await WsClient.connect(stack.proxy_ws_url, "strict") as client:
         sub = await client.subscribe("newHeads")
-        subscribe_id = next(f.id for f in client.history if f.method == "eth_subscribe")
+        subscribe_id = next(f.id for f in client.trace if f.method == "eth_subscribe")
         await client.wait_notifications(sub, 1)
         assert int(await client.request("eth_blockNumber"), 16) > 0
         await wait_sessions_on(stack, "el1")
@@ -75,13 +75,13 @@ async def test_rpc02_five_subscriptions_across_two_moves(run: Run, mode: str) ->
             await client.wait_notifications(sub, 1)
         # The client registers an id only once eth_subscribe returns, so a notification right behind the
         # answer may count as unknown: judge from here on.
-        mark = len(client.history)
+        mark = len(client.trace)
         await wait_sessions_on(stack, "el1")
         await stack.admin("el1").drop_websockets()  # move 1: to el2; move 2: failback to el1
         await wait_moves(stack, 3)
         await wait_sessions_on(stack, "el1")
         if mode == "incident":
-            unknown = lambda: [f for f in client.history[mark:] if f.kind == NOTIFICATION_UNKNOWN_SUB]  # noqa: E731
+            unknown = lambda: [f for f in client.trace[mark:] if f.kind == NOTIFICATION_UNKNOWN_SUB]  # noqa: E731
             await client.wait_for(lambda: len(unknown()) >= 1, what="a notification under an unknown id")
             held = {sub: len(client.notifications(sub)) for sub in subs}
             # two more blocks' worth of notifications, all under ids the client never saw
@@ -97,11 +97,11 @@ async def test_rpc02_five_subscriptions_across_two_moves(run: Run, mode: str) ->
             counts = {sub: len(client.notifications(sub)) for sub in subs}
             for sub in subs:
                 await client.wait_notifications(sub, counts[sub] + 1, timeout=15)
-            assert not [f for f in client.history[mark:] if f.kind == NOTIFICATION_UNKNOWN_SUB]
+            assert not [f for f in client.trace[mark:] if f.kind == NOTIFICATION_UNKNOWN_SUB]
             assert not _unsolicited(client)
         fresh_id = 10_000
         assert int(await client.request("eth_blockNumber", id=fresh_id), 16) > 0
-        answers = [f for f in client.history if f.direction == "received" and f.id == fresh_id]
+        answers = [f for f in client.trace if f.direction == "received" and f.id == fresh_id]
         assert len(answers) == 1
 
 

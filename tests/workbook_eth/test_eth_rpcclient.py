@@ -24,10 +24,11 @@ from workbook.rpcclient import (
     RequestTimeout,
     RpcResponseError,
     WsClient,
-    history_records,
     message_rows,
+    trace_records,
 )
-from workbook.topology import Run, http_health
+from workbook.run import Run
+from workbook.service import http_health
 
 
 async def _scripted(conn: ServerConnection) -> None:
@@ -76,11 +77,11 @@ async def test_requests_are_answered_and_recorded(scripted_url: str) -> None:
         with pytest.raises(RpcResponseError) as info:
             await client.request("fail")
         assert info.value.code == -32000
-        kinds = [(f.direction, f.kind, f.id) for f in client.history]
+        kinds = [(f.direction, f.kind, f.id) for f in client.trace]
         assert kinds == [("sent", "request", 1), ("received", RESPONSE_TO_PENDING, 1),
                          ("sent", "request", "mine"), ("received", RESPONSE_TO_PENDING, "mine"),
                          ("sent", "request", 2), ("received", RESPONSE_TO_PENDING, 2)]
-        assert all(a.mono <= b.mono for a, b in zip(client.history, client.history[1:], strict=False))
+        assert all(a.mono <= b.mono for a, b in zip(client.trace, client.trace[1:], strict=False))
 
 
 async def test_geth_client_drops_unsolicited_responses_and_unknown_notifications(scripted_url: str) -> None:
@@ -89,8 +90,8 @@ async def test_geth_client_drops_unsolicited_responses_and_unknown_notifications
                "params": {"subscription": "0x" + "ab" * 16, "result": {"number": "0x1"}}}]
     async with await WsClient.connect(scripted_url, "geth") as client:
         assert await client.request("extra_after", [extras]) == "extra_after"
-        await client.wait_for(lambda: len(client.history) == 4, what="both extras received")
-        assert [f.kind for f in client.history[2:]] == [UNSOLICITED_RESPONSE, NOTIFICATION_UNKNOWN_SUB]
+        await client.wait_for(lambda: len(client.trace) == 4, what="both extras received")
+        assert [f.kind for f in client.trace[2:]] == [UNSOLICITED_RESPONSE, NOTIFICATION_UNKNOWN_SUB]
         assert await client.request("eth_blockNumber") == "eth_blockNumber"  # still in sync
         assert not client.desynchronised and not client.protocol_errors
 
@@ -100,15 +101,15 @@ async def test_geth_client_takes_a_colliding_id_as_its_answer(scripted_url: str)
     async with await WsClient.connect(scripted_url, "geth") as client:
         answer = await client.request("extra_before", [[_response(100, "0xsubscription")]], id=100)
         assert answer == "0xsubscription"
-        await client.wait_for(lambda: len(client.history) == 3, what="the real answer")
-        assert client.history[-1].kind == UNSOLICITED_RESPONSE
+        await client.wait_for(lambda: len(client.trace) == 3, what="the real answer")
+        assert client.trace[-1].kind == UNSOLICITED_RESPONSE
 
 
 async def test_strict_client_desynchronises_on_an_unsolicited_response(scripted_url: str) -> None:
     async with await WsClient.connect(scripted_url, "strict") as client:
         assert await client.request("extra_after", [[_response(1, "0xreplayed")]]) == "extra_after"
-        await client.wait_for(lambda: len(client.history) == 3, what="the unsolicited answer")
-        assert client.history[-1].kind == UNSOLICITED_RESPONSE
+        await client.wait_for(lambda: len(client.trace) == 3, what="the unsolicited answer")
+        assert client.trace[-1].kind == UNSOLICITED_RESPONSE
         for _ in range(3):  # from now on every request times out: its answer is paired one off
             with pytest.raises(RequestTimeout, match="desynchronised"):
                 await client.request("eth_blockNumber", timeout=0.3)
@@ -127,7 +128,7 @@ async def test_strict_client_desynchronises_on_an_unsolicited_response(scripted_
 async def test_strict_client_takes_a_stray_answer_with_a_reused_id(scripted_url: str) -> None:
     async with await WsClient.connect(scripted_url, "strict") as client:
         await client.request("extra_after", [[_response(100, "0xsubscription")]], id=100)
-        await client.wait_for(lambda: len(client.history) == 3, what="the unsolicited answer")
+        await client.wait_for(lambda: len(client.trace) == 3, what="the unsolicited answer")
         assert await client.request("eth_blockNumber", id=100) == "0xsubscription"
 
 
@@ -137,7 +138,7 @@ async def test_a_notification_right_behind_the_subscribe_answer_is_known(scripte
     async with await WsClient.connect(scripted_url, kind) as client:  # type: ignore[arg-type]
         sub = await client.subscribe("newHeads")
         assert await client.wait_notifications(sub, 1) == ["first"]
-        assert client.history[-1].kind == NOTIFICATION_KNOWN_SUB
+        assert client.trace[-1].kind == NOTIFICATION_KNOWN_SUB
         assert client.notifications("0xunknown") == [] and "0xunknown" not in client.subscriptions
 
 
@@ -146,7 +147,7 @@ async def test_a_closed_connection_fails_pending_requests(scripted_url: str) -> 
         with pytest.raises(ConnectionLost):
             await client.request("close")
         assert client.closed and client.close_code == 1011
-        assert client.history[-1].direction == "event"
+        assert client.trace[-1].direction == "event"
         with pytest.raises(ConnectionLost):
             await client.request("eth_chainId")
 
@@ -159,14 +160,14 @@ async def test_subscriptions_on_elnode_and_http_client(run: Run) -> None:
         sub = await ws.subscribe("newHeads")
         heads = await ws.wait_notifications(sub, 2)
         assert int(heads[1]["number"], 16) == int(heads[0]["number"], 16) + 1
-        assert any(f.kind == NOTIFICATION_KNOWN_SUB for f in ws.history)
+        assert any(f.kind == NOTIFICATION_KNOWN_SUB for f in ws.trace)
         assert await ws.unsubscribe(sub) is True
         assert await http.request("eth_chainId") == "0x539"
         answers = await http.batch([("eth_chainId", None), ("eth_nope", None)])
         assert answers[0]["result"] == "0x539" and answers[1]["error"]["code"] == -32601
         with pytest.raises(RpcResponseError):
             await http.request("eth_nope")
-        records = history_records(ws, http)
+        records = trace_records(ws, http)
         assert {r["client"] for r in records} == {"strict-client", "http-client"}
         assert records == sorted(records, key=lambda r: r["mono"])
     assert ws.closed

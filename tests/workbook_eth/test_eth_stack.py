@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from workbook.ethstack import EthStack, proxy_config_toml, samples
 from workbook.rpcclient import HttpClient, WsClient
-from workbook.topology import Run
+from workbook.run import Run
 
 
 async def _head(url: str) -> tuple[int, str]:

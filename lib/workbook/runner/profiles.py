@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from workbook._exceptions import ProfileError
+
+ROOT = Path(__file__).resolve().parents[3]
 RUNNER_KEYS = ("timeout",)  # consumed by the runner, never injected
 
 # name -> (allowed types, meaning). Add a key here when a notebook family needs a shared knob.
@@ -39,8 +41,6 @@ GLOBAL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 _SCALARS = (bool, int, float, str, type(None))
 
 
-class ProfileError(ValueError):
-    """A profile that cannot be used (the message is one line naming file and key)."""
 
 
 @dataclass

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_down(everything: bool) -> int:
     """Stop a detached ``workbook up``, reap dead owners' runs (or all runs); one line per run."""
-    from workbook import up
+    from workbook.runner import up
 
     detached = up.stop_detached()
     if detached is not None:
@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         return cmd_down(args.all)
     if args.command == "up":
-        from workbook import up
+        from workbook.runner import up
 
         return up.cmd_up(detach=args.detach, block_time=args.block_time, ready_timeout=args.ready_timeout)
-    from workbook import profiles, runner
+    from workbook import runner
+    from workbook.runner import profiles
 
     notebooks_dir = args.notebooks or Path(os.environ.get("WORKBOOK_NOTEBOOKS", profiles.ROOT / "notebooks"))
     if args.command == "list":

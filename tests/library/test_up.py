@@ -13,8 +13,8 @@ import pytest
 
 
 def workbook(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbook.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "workbook.runner.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
 
 
 def alive(pid: int) -> bool:

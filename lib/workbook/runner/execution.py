@@ -1,7 +1,7 @@
 """``workbook run``: execute each (notebook, mode) through papermill, judge it, and write the summaries.
 
-Every execution is a child process (``workbook._execute``) in its own process group, so the notebook's
-whole-run time limit can be enforced by killing its tree (papermill, kernel, services); afterwards
+Every execution is a child process (``workbook.runner._papermill``) in its own process group, so the
+notebook's whole-run time limit can be enforced by killing its tree (papermill, kernel, services); afterwards
 the runs its kernel registered are reaped. The verdict comes from the JSON sidecar the notebook's
 verdict cell writes; a failure is described from the output notebook itself (the failing cell's
 source and error), since papermill's per-cell status is unreliable after a kill.
@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbook import catalog, profiles, registry, verdict
-from workbook.catalog import CatalogError, NotebookInfo
+from workbook import registry, verdict
+from workbook._exceptions import RunnerError
+from workbook.launch import spawn
 from workbook.params import ParameterError, type_name, validate
-from workbook.profiles import Profile, ProfileError
-from workbook.topology import spawn
+from workbook.runner import catalog, profiles
+from workbook.runner.catalog import CatalogError, NotebookInfo
+from workbook.runner.profiles import Profile, ProfileError
 
 KERNEL = "python3"
 _print_lock = threading.Lock()
 _render_lock = threading.Lock()
 
 
-class RunnerError(ValueError):
-    """A request the runner cannot carry out (one line)."""
 
 
 @dataclass
@@ -174,7 +174,8 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
     start = time.monotonic()
     timed_out = interrupted = False
     try:
-        proc = spawn([sys.executable, "-m", "workbook._execute", str(spec_path)], out_path=log_path, env=env)
+        proc = spawn([sys.executable, "-m", "workbook.runner._papermill", str(spec_path)],
+                     out_path=log_path, env=env)
         while True:
             try:
                 proc.wait(timeout=0.1)

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from workbook import params, profiles, verdict
+from workbook import params, verdict
 from workbook.params import ParameterError
-from workbook.profiles import ProfileError
+from workbook.runner import profiles
+from workbook.runner.profiles import ProfileError
 from workbook.verdict import VerdictError
 
 

@@ -9,6 +9,7 @@ Either way the services die with their owner, so nothing outlives the topology.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from workbook import registry
+from workbook._exceptions import ConditionTimeout
 from workbook.ethstack import EthStack
 from workbook.kvcluster import KVCluster
-from workbook.topology import Run
+from workbook.run import Run
+from workbook.waiting import wait_until_sync
 
 
 def state_path() -> Path:
@@ -96,9 +99,9 @@ def stop_detached(grace: float = 20.0) -> dict[str, Any] | None:
         return None
     pid = doc["pid"]
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while registry.proc_start_time(pid) == doc["start_time"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(ConditionTimeout):
+        wait_until_sync(lambda: registry.proc_start_time(pid) != doc["start_time"], grace, "up exits",
+                        poll=0.05)
     if registry.proc_start_time(pid) == doc["start_time"]:
         os.kill(pid, signal.SIGKILL)  # its services follow it (PR_SET_PDEATHSIG)
     state_path().unlink(missing_ok=True)
@@ -118,7 +121,7 @@ def cmd_up(*, detach: bool, block_time: float, ready_timeout: float) -> int:
     log = registry.user_base() / "up.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # not through the death-signal launcher: it must outlive this command
-            [sys.executable, "-m", "workbook.up", "--serve", str(block_time), str(ready_timeout)],
+            [sys.executable, "-m", "workbook.runner.up", "--serve", str(block_time), str(ready_timeout)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 3 * ready_timeout
     while (doc := read_state()) is None or doc["pid"] != proc.pid:

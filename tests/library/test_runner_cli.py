@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from workbook import cli, registry
+from workbook import registry
+from workbook.runner import cli
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks"
 
@@ -24,7 +25,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def workbook(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbook.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "workbook.runner.cli", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -84,7 +85,7 @@ def test_failure_and_time_limit_are_reported_and_nothing_is_left(env: dict[str, 
 
 def test_interrupted_run_stops_everything_and_still_summarises(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "workbook.cli", "run", "fx-slow", "--no-html",
+    proc = subprocess.Popen([sys.executable, "-m", "workbook.runner.cli", "run", "fx-slow", "--no-html",
                              "--output", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:

@@ -10,8 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from workbook._exceptions import ServiceError
 from workbook.registry import proc_start_time
-from workbook.topology import Run, ServiceError, http_health
+from workbook.run import Run
+from workbook.service import http_health
 
 
 def proc_state(pid: int) -> str:

@@ -1,4 +1,5 @@
-"""Child process of the runner: execute one notebook through papermill (``python -m workbook._execute SPEC``).
+"""Child process of the runner: execute one notebook through papermill
+(``python -m workbook.runner._papermill SPEC``).
 
 The runner starts this in its own process group and kills the whole tree at the notebook's time
 limit; running papermill out of process is what makes a whole-run limit enforceable. Exit status: 0

@@ -7,8 +7,10 @@ import socket
 import time
 
 import pytest
-from workbook.links import Link, LinkError, Links
-from workbook.topology import Run, Service
+from workbook import FaultLinkError
+from workbook.links import Link, Links
+from workbook.run import Run
+from workbook.service import Service
 
 
 @pytest.fixture
@@ -196,18 +198,18 @@ def test_partition_cuts_exactly_the_links_between_groups(run: Run, echo: Service
     assert [link.name for link in links.cut("kv1")] == ["kv1->kv2", "kv1->kv3", "kv2->kv1", "kv3->kv1"]
     links.heal()
     assert all(link.mode == "open" for link in links)
-    with pytest.raises(LinkError, match="two groups"):
+    with pytest.raises(FaultLinkError, match="two groups"):
         links.partition({"kv1"}, {"kv1", "kv2"})
 
 
 def test_bad_controls_are_rejected() -> None:
     with Links() as links:
         link = links.add("l", "127.0.0.1:1")
-        with pytest.raises(LinkError, match="direction"):
+        with pytest.raises(FaultLinkError, match="direction"):
             link.delay(0.1, direction="sideways")
-        with pytest.raises(LinkError, match=">= 0"):
+        with pytest.raises(FaultLinkError, match=">= 0"):
             link.delay(-1)
-        with pytest.raises(LinkError, match="exists"):
+        with pytest.raises(FaultLinkError, match="exists"):
             links.add("l", "127.0.0.1:1")
 
 

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbook._exceptions import CatalogError
 from workbook.params import ParameterError, declared_parameters
 
 MODES = ("fixed", "incident")
 
 
-class CatalogError(ValueError):
-    """A notebook that cannot be catalogued (one line naming the file)."""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from workbook import cli, registry
+from workbook import registry
 from workbook.registry import Owner, RunRecord, proc_start_time
-from workbook.topology import Run
+from workbook.run import Run
+from workbook.runner import cli
 
 OWNER = """
 import sys
-from workbook.topology import Run
+from workbook.run import Run
 run = Run.create("orphaned")
 svc = run.start("a", sys.argv[1:] + ["--listen", "127.0.0.1:0"])
 print(run.dir, svc.pid, flush=True)
@@ -58,8 +59,8 @@ def test_sigkilled_owner_takes_its_services_along_and_down_cleans_up(own_registr
         owner.stdout.close()
     wait_gone(svc_pid, svc_start)  # PR_SET_PDEATHSIG
     assert Path(run_dir).exists(), "a SIGKILLed owner cannot clean up its directory"
-    result = subprocess.run([sys.executable, "-m", "workbook.cli", "down"], capture_output=True, text=True,
-                            env=os.environ.copy(), timeout=60)
+    result = subprocess.run([sys.executable, "-m", "workbook.runner.cli", "down"], capture_output=True,
+                            text=True, env=os.environ.copy(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert "reaped orphaned-" in result.stdout
     assert not Path(run_dir).exists()
