@@ -128,7 +128,8 @@ class History:
         return out
 
     def faults(self) -> list[dict[str, Any]]:
-        """The nemesis's faults as intervals: kind, node, start, end (None while still in force)."""
+        """The nemesis's faults as intervals: kind, node, start (when it took effect), end (when it was
+        undone; None while still in force)."""
         out: dict[Any, dict[str, Any]] = {}
         for row in self.operations(process=NEMESIS):
             end = isinstance(row["value"], dict) and row["value"].get("end")
@@ -137,8 +138,8 @@ class History:
                     out[row["key"]]["end"] = row["complete_time"] or row["invoke_time"]
             else:
                 out[row["key"]] = {"fault": row["key"], "kind": row["f"], "node": row["node"],
-                                   "start": row["invoke_time"], "end": None, "type": row["type"],
-                                   "params": row["value"]}
+                                   "start": row["complete_time"] or row["invoke_time"], "end": None,
+                                   "type": row["type"], "params": row["value"]}
         return list(out.values())
 
     def at(self, wall: float) -> float:

@@ -40,7 +40,7 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -105,6 +105,16 @@ class _Waiter:
 def rpc_outcome(exc: BaseException) -> tuple[str, Any]:
     """How a JSON-RPC client classifies an error: an error object is ``fail``, anything else ``info``."""
     return ("fail", exc.code) if isinstance(exc, RpcResponseError) else ("info", None)
+
+
+async def _recorded(client: WsClient | HttpClient, method: str, params: Any, req_id: Any,
+                    call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one request, recorded as an operation of the client's history when it has one."""
+    if client.history is None:
+        return await call()
+    done = await client.history.record(client.name, method, call, node=client.url, key=req_id, value=params,
+                                       outcome=rpc_outcome, reraise=True)
+    return done.value
 
 
 class _Recorder:
@@ -245,13 +255,8 @@ class WsClient:
         *id* defaults to the next integer; give one to reuse ids on purpose.
         """
         req_id = next(self._ids) if id is None else id
-        if self.history is None:
-            return await self._request(method, params, req_id, timeout)
-        done = await self.history.record(self.name, method,
-                                         lambda: self._request(method, params, req_id, timeout),
-                                         node=self.url, key=req_id, value=params, outcome=rpc_outcome,
-                                         reraise=True)
-        return done.value
+        return await _recorded(self, method, params, req_id,
+                               lambda: self._request(method, params, req_id, timeout))
 
     async def _request(self, method: str, params: Sequence[Any] | dict[str, Any] | None, req_id: Any,
                        timeout: float) -> Any:  # noqa: ASYNC109
@@ -478,13 +483,8 @@ class HttpClient:
                       id: Any = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """One call; returns its result, raises RpcResponseError for an error object."""
         req_id = next(self._ids) if id is None else id
-        if self.history is None:
-            return await self._request(method, params, req_id, timeout)
-        done = await self.history.record(self.name, method,
-                                         lambda: self._request(method, params, req_id, timeout),
-                                         node=self.url, key=req_id, value=params, outcome=rpc_outcome,
-                                         reraise=True)
-        return done.value
+        return await _recorded(self, method, params, req_id,
+                               lambda: self._request(method, params, req_id, timeout))
 
     async def _request(self, method: str, params: Sequence[Any] | dict[str, Any] | None, req_id: Any,
                        timeout: float | None) -> Any:  # noqa: ASYNC109

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
+from workbook import History, checkers
 from workbook.rpcclient import (
     NOTIFICATION_KNOWN_SUB,
     NOTIFICATION_UNKNOWN_SUB,
@@ -82,6 +83,21 @@ async def test_requests_are_answered_and_recorded(scripted_url: str) -> None:
                          ("sent", "request", "mine"), ("received", RESPONSE_TO_PENDING, "mine"),
                          ("sent", "request", 2), ("received", RESPONSE_TO_PENDING, 2)]
         assert all(a.mono <= b.mono for a, b in zip(client.trace, client.trace[1:], strict=False))
+
+
+async def test_with_a_history_each_request_is_one_operation_the_client_classified(scripted_url: str) -> None:
+    history = History()
+    async with await WsClient.connect(scripted_url, "strict", name="c", history=history) as client:
+        await client.request("eth_blockNumber")
+        with pytest.raises(RpcResponseError):
+            await client.request("fail")
+        with pytest.raises(RequestTimeout):
+            await client.request("silent", timeout=0.2)
+    rows = history.operations()
+    assert [(r["process"], r["f"], r["key"], r["type"]) for r in rows] == [
+        ("c", "eth_blockNumber", 1, "ok"), ("c", "fail", 2, "fail"), ("c", "silent", 3, "info")]
+    assert rows[0]["result"] == "eth_blockNumber" and rows[1]["result"] == -32000
+    assert checkers.exactly_one_response(history, [client.trace])["unanswered"] == 1
 
 
 async def test_geth_client_drops_unsolicited_responses_and_unknown_notifications(scripted_url: str) -> None:
