@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from servicekit import (
 )
 from servicekit.cli import format_hostport
 
+from kvstore.limits import refusal
 from kvstore.server import DEFECTS, Node, NodeConfig
 
 
@@ -38,6 +40,13 @@ def _positive(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {n}")
     return n
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hexadecimal bytes, got {text!r}") from None
 
 
 def build_parser() -> ArgumentParser:
@@ -67,16 +76,30 @@ def build_parser() -> ArgumentParser:
         c.add_argument("--target", required=True, type=parse_hostport, metavar="HOST:PORT")
         c.add_argument("--timeout", type=float, default=5.0)
         if cmd != "status":
-            c.add_argument("key")
+            c.add_argument("key", nargs="?", help="the key; its bytes are taken as given (any encoding)")
+            c.add_argument("--key-hex", type=_hex, metavar="HEX", help="the key as hexadecimal bytes "
+                           "(instead of KEY)")
         if extra:
-            c.add_argument("value")
+            c.add_argument("value", help="the value; its bytes are taken as given")
     return p
+
+
+def _key_of(args: argparse.Namespace) -> bytes:
+    """The key's exact bytes: --key-hex, or the argument as the OS gave it (os.fsencode undoes the
+    surrogate escapes Python uses for argv bytes that are not UTF-8)."""
+    if (args.key is None) == (args.key_hex is None):
+        raise argparse.ArgumentTypeError("give the key either as KEY or as --key-hex HEX (exactly one)")
+    return args.key_hex if args.key_hex is not None else os.fsencode(args.key)
 
 
 def serve(args: argparse.Namespace) -> int:
     log = configure_logging("kvstore", args.name, args.log_file)
     defects = announce_defects(log, args.defect, DEFECTS)
     host, port = args.listen
+    refused = refusal(args.max_value_bytes, args.map_size)
+    if refused:
+        print(f"kvstore: error: {refused}", file=sys.stderr)
+        return 2
     peers = dict(args.peer)
     n = 1 + len(peers)
     if args.write_quorum and args.write_quorum > n:
@@ -101,16 +124,23 @@ def client_command(args: argparse.Namespace) -> int:
     from kvstore.client import KeyNotFound, KVClient, KVError
 
     target = format_hostport(*args.target)
+    key = b""
+    if args.command != "status":
+        try:
+            key = _key_of(args)
+        except argparse.ArgumentTypeError as exc:
+            print(f"kvstore {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     with KVClient(target, timeout=args.timeout) as c:
         try:
             if args.command == "put":
-                w = c.put(args.key, args.value)
+                w = c.put(key, os.fsencode(args.value))
                 v = w.version
                 print(f"ok version={v.wall_ms}.{v.logical}.{v.node} replicas={w.replicas}")
             elif args.command == "get":
-                sys.stdout.buffer.write(c.get(args.key).value + b"\n")
+                sys.stdout.buffer.write(c.get(key).value + b"\n")
             elif args.command == "delete":
-                w = c.delete(args.key)
+                w = c.delete(key)
                 print(f"deleted version={w.version.wall_ms}.{w.version.logical}.{w.version.node}")
             else:
                 print(json.dumps(c.status(), indent=2))

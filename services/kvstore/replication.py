@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
+from kvstore.limits import BATCH_BYTES
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
 from kvstore.storage import Store
@@ -30,20 +31,36 @@ CHANNEL_OPTIONS = [
 HEARTBEAT_S = 0.25
 REACH_WINDOW_S = 1.5
 CALL_TIMEOUT_S = 2.0
+ANSWERED_BY = "kv-node"  # trailing metadata on every error a node returns itself: the peer did answer
+_NO_ANSWER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def answered(exc: grpc.aio.AioRpcError) -> bool:
+    """True when the peer itself answered with this error (it is up); False when no answer came back
+    (connection refused or cut, no reply before the deadline): only then is the peer unreachable."""
+    if any(k == ANSWERED_BY for k, _ in (exc.trailing_metadata() or ())):
+        return True
+    return exc.code() not in _NO_ANSWER
+
+
+def describe(exc: grpc.aio.AioRpcError) -> str:
+    """One line: the status and its message."""
+    return f"{exc.code().name}: {exc.details()}"
 
 
 class Peer:
     """A replication target: reachability, what it has acknowledged, and the shipper task."""
 
     def __init__(self, name: str, address: str, *, sender: str, store: Store,
-                 on_ack: Callable[[], None], log_event: Callable[..., None]) -> None:
+                 on_ack: Callable[[], None], log_event: Callable[..., None],
+                 channel_options: Sequence[tuple[str, int]] = ()) -> None:
         self.name = name
         self.address = address
         self.sender = sender
         self.store = store
         self.on_ack = on_ack
         self.log_event = log_event
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pbg.ReplicationStub(self.channel)
         self.acked: dict[str, int] = {}
         self.last_contact: float | None = None
@@ -69,7 +86,7 @@ class Peer:
 
     def failed(self, exc: grpc.aio.AioRpcError) -> None:
         """A failed exchange makes the peer unreachable until the next success."""
-        err = f"{exc.code().name}: {exc.details()}"
+        err = describe(exc)
         if err != self.last_error or self.last_contact is not None:
             self.log_event("peer.error", peer=self.name, error=err)
         self.last_error = err
@@ -95,7 +112,7 @@ class Peer:
     async def _loop(self, ship: bool) -> None:
         while True:
             try:
-                entries = self.store.read_log(self.acked, limit=256) if ship else []
+                entries = self.store.read_log(self.acked, limit=256, max_bytes=BATCH_BYTES) if ship else []
                 reply = await self.stub.Replicate(pb.ReplicateRequest(sender=self.sender, entries=entries),
                                                   timeout=CALL_TIMEOUT_S)
                 self.contact(dict(reply.watermarks))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +18,10 @@ from servicekit import JsonLogger, write_ready_file
 
 from kvstore.clock import ClockDriftError, HybridClock, Stamp
 from kvstore.datalock import DataDirLock
+from kvstore.limits import BATCH_BYTES, grpc_options, message_limit
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
-from kvstore.replication import CALL_TIMEOUT_S, Peer
+from kvstore.replication import ANSWERED_BY, CALL_TIMEOUT_S, Peer, answered, describe
 from kvstore.storage import BUCKETS, MAX_KEY_BYTES, Store, StoreClosed, StoreFull, newer
 
 DEFECTS = {
@@ -94,6 +97,7 @@ class Node:
         self.serving = False
         self.recovery_s = 0.0
         self.catch_up_s = 0.0
+        self.catch_up: dict[str, str] = {}
         self.store_ready = False
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -119,12 +123,16 @@ class Node:
 
     async def _serve(self) -> None:
         reuse = 1 if "shared-port" in self.defects else 0
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", reuse), *SERVER_OPTIONS])
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", reuse), *SERVER_OPTIONS,
+                                               *grpc_options(self.cfg.max_value_bytes)])
         pbg.add_KVServicer_to_server(_KV(self), self.server)
         pbg.add_ReplicationServicer_to_server(_Replication(self), self.server)
         self.server.add_generic_rpc_handlers((self._admin_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         target = f"{self.cfg.host}:{self.cfg.port}"
+        if reuse == 0 and self.cfg.port and _in_use(self.cfg.host, self.cfg.port):
+            # found before gRPC tries: its own bind failure prints a raw add_port.cc line to stderr
+            raise OSError(f"cannot bind {target}: address in use{_holder_of(self.cfg.port)}")
         try:
             port = self.server.add_insecure_port(target)
         except RuntimeError:
@@ -162,7 +170,7 @@ class Node:
         ship = "no-catch-up" not in self.defects
         for name, addr in self.cfg.peers.items():
             peer = Peer(name, addr, sender=self.cfg.name, store=self.store, on_ack=self._check_waiters,
-                        log_event=self.log.info)
+                        log_event=self.log.info, channel_options=grpc_options(self.cfg.max_value_bytes))
             self.peers[name] = peer
             peer.start(ship=ship)
         if "ack-before-commit" in self.defects:
@@ -180,7 +188,8 @@ class Node:
     async def _become_serving(self) -> None:
         self.phase = "serving"
         await self._set_health(True)
-        self.log.info("serving", address=self.address)
+        self.log.info("serving", address=self.address, keys=self.store.keys, watermarks=self.store.watermarks,
+                      catch_up=dict(self.catch_up))
 
     async def _set_health(self, serving: bool) -> None:
         self.serving = serving
@@ -207,46 +216,76 @@ class Node:
 
     # -- catch-up and anti-entropy -------------------------------------------------------------------------
     async def _catch_up(self) -> None:
-        """Pull from every peer that answers within a short contact window until we hold what it held
-        when we first reached it; bounded by --catch-up-timeout."""
+        """Pull from every peer until we hold what it held when we first reached it. Only a peer that gives
+        no answer for CONTACT_WINDOW_S is skipped; one that answers with an error is retried."""
         self.phase = "catching-up" if not self.serving else self.phase
         t0 = time.monotonic()
-        deadline = t0 + self.cfg.catch_up_timeout_s
-        results = await asyncio.gather(*(self._catch_up_from(p, deadline) for p in self.peers.values()))
+        overdue_at = t0 + self.cfg.catch_up_timeout_s
+        self.catch_up = {p.name: "contacting" for p in self.peers.values()}
+        await asyncio.gather(*(self._catch_up_from(p, overdue_at) for p in self.peers.values()))
         self.catch_up_s = time.monotonic() - t0
-        self.log.info("catch_up.done", seconds=round(self.catch_up_s, 3),
-                      peers={p.name: r for p, r in zip(self.peers.values(), results, strict=True)},
-                      watermarks=self.store.watermarks)
+        skipped = {n: r for n, r in self.catch_up.items() if r.startswith("skipped")}
+        log = self.log.warning if skipped else self.log.info
+        log("catch_up.done", seconds=round(self.catch_up_s, 3), peers=dict(self.catch_up), skipped=skipped,
+            watermarks=self.store.watermarks)
 
-    async def _catch_up_from(self, peer: Peer, deadline: float) -> str:
-        """Pull from *peer* until we hold what it held at first contact. A peer that does not answer
-        within CONTACT_WINDOW_S (down, cut off, or still recovering its own store) is skipped."""
+    async def _catch_up_from(self, peer: Peer, overdue_at: float) -> None:
+        """Pull from *peer* in byte-bounded batches until we hold what it held at first contact; records
+        the outcome in ``self.catch_up``. An error the peer answers with (still recovering, a batch too
+        large, a refusal) is retried with backoff; after --catch-up-timeout the node says so and goes on
+        waiting. Only silence for CONTACT_WINDOW_S (down, cut off, hung) skips the peer."""
         target: dict[str, int] | None = None
         pulled = 0
-        contact_by = time.monotonic() + CONTACT_WINDOW_S
+        answered_at = time.monotonic()  # the window of silence starts now
+        max_bytes = BATCH_BYTES
+        backoff = 0.05
+        overdue_said = False
         while True:
             now = time.monotonic()
-            first = target is None
-            remaining = (min(deadline, contact_by) if first else deadline) - now
-            if remaining <= 0:
-                return f"unreachable ({peer.last_error})" if first else f"timed out after {pulled} entries"
+            silent_left = answered_at + CONTACT_WINDOW_S - now
+            if silent_left <= 0:
+                why = peer.last_error or "no answer"
+                after = f" after {pulled} entries" if target is not None else ""
+                self.catch_up[peer.name] = f"skipped: unreachable ({why}){after}"
+                return
+            if now >= overdue_at and not overdue_said:
+                overdue_said = True
+                self.log.warning("catch_up.overdue", peer=peer.name, state=self.catch_up[peer.name],
+                                 timeout_s=self.cfg.catch_up_timeout_s)
             try:
                 reply = await peer.stub.Pull(
-                    pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks), limit=512),
-                    timeout=min(CALL_TIMEOUT_S, remaining), wait_for_ready=True)
+                    pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks),
+                                   max_bytes=max_bytes),
+                    timeout=max(0.05, min(CALL_TIMEOUT_S, silent_left)), wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
                 peer.failed(exc)
-                await asyncio.sleep(0.05)  # retry pacing within the bounded wait
+                if not answered(exc):
+                    self.catch_up[peer.name] = f"contacting ({describe(exc)})"
+                    await asyncio.sleep(0.05)  # retry pacing; the window of silence bounds it
+                    continue
+                answered_at = time.monotonic()  # it answered: it is up, so it is not skipped
+                state = f"retrying: peer answered {describe(exc)}"
+                if state != self.catch_up[peer.name]:
+                    self.log.warning("catch_up.retry", peer=peer.name, error=describe(exc), pulled=pulled)
+                self.catch_up[peer.name] = state
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and max_bytes > 64 << 10:
+                    max_bytes //= 2
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
                 continue
+            answered_at = time.monotonic()
+            backoff = 0.05
             peer.contact(None)
             if target is None:
                 target = dict(reply.watermarks)
             if reply.entries:
                 await self._apply(list(reply.entries))
                 pulled += len(reply.entries)
+            self.catch_up[peer.name] = f"pulling ({pulled} entries)"
             wms = self.store.watermarks
             if all(wms.get(o, 0) >= s for o, s in target.items()):
-                return f"caught up ({pulled} entries)"
+                self.catch_up[peer.name] = f"caught up ({pulled} entries)"
+                return
             if not reply.entries:
                 await asyncio.sleep(0.05)
 
@@ -276,8 +315,16 @@ class Node:
         differing = [b for b in range(BUCKETS) if reply.buckets[b] != ours[b]]
         repaired = 0
         for b in differing:
-            rows = await peer.stub.FetchBucket(pb.BucketRequest(bucket=b), timeout=CALL_TIMEOUT_S)
-            repaired += await asyncio.wrap_future(self.store.submit(self.store.repair_rows(list(rows.rows))))
+            after = b""
+            more = True
+            while more:  # page by page, each bounded in bytes
+                page = await peer.stub.FetchBucket(pb.BucketRequest(bucket=b, after=after),
+                                                   timeout=CALL_TIMEOUT_S)
+                rows = list(page.rows)
+                if rows:
+                    repaired += await asyncio.wrap_future(self.store.submit(self.store.repair_rows(rows)))
+                    after = rows[-1].key
+                more = page.more and bool(rows)
         if differing:
             self.log.warning("anti_entropy.mismatch", peer=peer.name, buckets=differing, repaired=repaired)
 
@@ -421,7 +468,9 @@ class Node:
             clock_offset_s=self.clock.offset_s, defects=sorted(self.defects), write_quorum=self.write_quorum,
             incarnation=self.store.incarnation, commits=self.store.commits,
             committed_ops=self.store.committed_ops, group_commit=self.cfg.group_commit,
-            recovery_s=self.recovery_s, catch_up_s=self.catch_up_s)
+            recovery_s=self.recovery_s, catch_up_s=self.catch_up_s, catch_up=self.catch_up,
+            max_value_bytes=self.cfg.max_value_bytes,
+            message_limit_bytes=message_limit(self.cfg.max_value_bytes))
 
     def _admin_handler(self) -> grpc.GenericRpcHandler:
         async def status(req: pb.StatusRequest, ctx: grpc.aio.ServicerContext) -> pb.StatusReply:
@@ -448,11 +497,13 @@ async def _handle(ctx: grpc.aio.ServicerContext, coro: Any) -> Any:
     try:
         return await coro
     except Abort as exc:
-        await ctx.abort(exc.code, exc.details)
+        code, details = exc.code, exc.details
     except StoreClosed as exc:
-        await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        code, details = grpc.StatusCode.UNAVAILABLE, str(exc)
     except StoreFull as exc:
-        await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    # the marker tells a peer that this node answered (it is up), whatever the code
+    await ctx.abort(code, details, trailing_metadata=((ANSWERED_BY, "1"),))
 
 
 class _KV(pbg.KVServicer):
@@ -534,7 +585,8 @@ class _Replication(pbg.ReplicationServicer):
     async def _pull(self, req: pb.PullRequest) -> pb.PullReply:
         store = self._require_store()
         wms = dict(store.watermarks)
-        entries = store.read_log(dict(req.after), limit=min(req.limit or 512, 2048))
+        max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
+        entries = store.read_log(dict(req.after), limit=min(req.limit or 2048, 2048), max_bytes=max_bytes)
         return pb.PullReply(node=self.node.cfg.name, entries=entries, watermarks=wms)
 
     async def Digest(self, request: pb.DigestRequest, context: grpc.aio.ServicerContext) -> pb.DigestReply:
@@ -553,8 +605,27 @@ class _Replication(pbg.ReplicationServicer):
         store = self._require_store()
         if req.bucket >= BUCKETS:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bucket must be below {BUCKETS}")
-        rows = await asyncio.to_thread(store.bucket_rows, req.bucket)
-        return pb.BucketReply(rows=rows, digest=store.bucket_digests()[req.bucket])
+        max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
+        rows, more = await asyncio.to_thread(store.bucket_rows, req.bucket, req.after, max_bytes)
+        return pb.BucketReply(rows=rows, digest=store.bucket_digests()[req.bucket], more=more)
+
+
+def _in_use(host: str, port: int) -> bool:
+    """True when binding *host*:*port* fails with "address in use" (someone listens there already)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # let gRPC report the address it cannot resolve
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no obstacle
+            try:
+                s.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
 
 
 def _holder_of(port: int) -> str:

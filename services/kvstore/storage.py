@@ -165,11 +165,14 @@ class Store:
             raw = txn.get(key, db=self._data)
         return pb.Record.FromString(raw) if raw is not None else None
 
-    def read_log(self, after: dict[str, int], limit: int = 512,
+    def read_log(self, after: dict[str, int], limit: int = 512, max_bytes: int | None = None,
                  origins: Iterable[str] | None = None) -> list[pb.Entry]:
-        """Log entries with a sequence above after[origin] (0 if absent), per origin in order."""
+        """Log entries with a sequence above after[origin] (0 if absent), per origin in order: at most
+        *limit* entries and, with *max_bytes*, no more than that many bytes (but always one entry)."""
         env = self._env()
         out: list[pb.Entry] = []
+        size = 0
+        budget = max_bytes if max_bytes is not None else float("inf")
         wms = dict(self.watermarks)
         with env.begin() as txn:
             cur = txn.cursor(db=self._log)
@@ -180,24 +183,43 @@ class Store:
                 prefix = origin.encode() + b"\0"
                 if not cur.set_range(log_key(origin, start + 1)):
                     continue
+                full = False
                 for k, raw in cur:
-                    if not k.startswith(prefix) or len(out) >= limit:
+                    if not k.startswith(prefix):
+                        break
+                    if len(out) >= limit or (out and size + len(raw) > budget):
+                        full = True
                         break
                     out.append(pb.Entry.FromString(raw))
-                if len(out) >= limit:
+                    size += len(raw) + 8  # the repeated field's tag and length
+                if full:
                     break
         return out
 
-    def bucket_rows(self, bucket: int) -> list[pb.Entry]:
+    def bucket_rows(self, bucket: int, after: bytes = b"",
+                    max_bytes: int | None = None) -> tuple[list[pb.Entry], bool]:
+        """The bucket's rows with a key after *after*, in key order, up to about *max_bytes* (always one);
+        returns (rows, more) where *more* says the page was cut short."""
         env = self._env()
-        rows = []
+        rows: list[pb.Entry] = []
+        size = 0
+        budget = max_bytes if max_bytes is not None else float("inf")
         with env.begin() as txn:
-            for key, raw in txn.cursor(db=self._data):
+            cur = txn.cursor(db=self._data)
+            found = cur.set_range(after) if after else cur.first()
+            if found and after and cur.key() == after:
+                found = cur.next()
+            while found:
+                key, raw = cur.item()
                 if bucket_of(key) == bucket:
+                    if rows and size + len(raw) + len(key) > budget:
+                        return rows, True
                     rec = pb.Record.FromString(raw)
                     rows.append(pb.Entry(origin=rec.origin, seq=rec.seq, key=key, value=rec.value,
                                          tombstone=rec.tombstone, version=rec.version))
-        return rows
+                    size += len(raw) + len(key) + 16
+                found = cur.next()
+        return rows, False
 
     def digest(self) -> str:
         h = hashlib.blake2b(digest_size=8)
