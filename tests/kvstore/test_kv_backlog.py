@@ -27,12 +27,17 @@ async def _put_many(address: str, count: int, *, prefix: str = "big", size: int 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
 
 
-async def _wait_log(svc, event: str, timeout: float = 10.0) -> dict:  # noqa: ASYNC109 (a bound)
+def _count(svc, event: str) -> int:
+    return sum(r["event"] == event for r in svc.logs())
+
+
+async def _wait_log(svc, event: str, timeout: float = 10.0, since: int = 0) -> dict:  # noqa: ASYNC109
+    """The first *event* record after the first *since* ones (a restarted node's log goes on)."""
     deadline = time.monotonic() + timeout
     while True:
         found = [r for r in svc.logs() if r["event"] == event]
-        if found:
-            return found[-1]
+        if len(found) > since:
+            return found[since]
         assert time.monotonic() < deadline, f"no {event} in the log within {timeout} s"
         await asyncio.sleep(0.05)
 
@@ -45,10 +50,11 @@ async def test_a_restarted_node_catches_up_20_mb_and_serves_only_once_it_holds_i
     await _put_many(cluster.address("kv1"), count)
     wrote_s = time.monotonic() - t0
     want = cluster.client("kv1").status()["watermarks"]
+    before = _count(cluster["kv3"], "serving")
     t0 = time.monotonic()
     await cluster.restart("kv3")
     ready_s = time.monotonic() - t0
-    serving = await _wait_log(cluster["kv3"], "serving")
+    serving = await _wait_log(cluster["kv3"], "serving", since=before)
     # what kv3 held at the moment it reported SERVING: everything its peers held
     assert serving["keys"] == count, serving
     assert all(serving["watermarks"].get(o, 0) >= s for o, s in want.items()), (serving, want)
@@ -134,3 +140,47 @@ def test_an_impossible_value_limit_is_refused_at_start(run, value_bytes: int, ma
                        timeout=30)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+async def test_catch_up_waits_for_a_peer_that_answers_with_an_error(start_cluster) -> None:
+    """kv2 is up but still recovering its store (it answers UNAVAILABLE itself): kv3 does not take that
+    for a peer that is down, waits for it past the contact window, and serves once it caught up."""
+    cluster = await start_cluster()
+    cluster.kill("kv3")
+    kv1 = cluster.client("kv1")
+    for i in range(10):
+        kv1.put(f"k{i}", f"v{i}")
+    assert cluster.stop("kv2") == 0
+    before = _count(cluster["kv3"], "serving")
+    with cluster.hold_store_writer("kv2"):  # kv2's store cannot open: it answers "still recovering"
+        await cluster.restart("kv2", wait=False)
+        await cluster.restart("kv3", wait=False)
+        t0 = time.monotonic()
+        while True:
+            st = cluster.client("kv3").status() if cluster.health("kv3") != "UNREACHABLE" else {}
+            state = st.get("catch_up", {}).get("kv2", "")
+            if state.startswith("retrying") and time.monotonic() - t0 > 4.0:  # past the 3 s window
+                break
+            assert not st.get("serving"), st.get("catch_up")
+            assert time.monotonic() - t0 < 20, st.get("catch_up")
+            await asyncio.sleep(0.05)
+        assert "still recovering its store" in state
+        assert cluster.health("kv3") == "NOT_SERVING"
+    serving = await _wait_log(cluster["kv3"], "serving", timeout=20, since=before)
+    assert serving["catch_up"]["kv2"].startswith("caught up"), serving["catch_up"]
+    assert serving["keys"] == 10
+    retry = await _wait_log(cluster["kv3"], "catch_up.retry")
+    assert retry["peer"] == "kv2" and "UNAVAILABLE" in retry["error"]
+    print(f"kv3 waited for kv2 while it answered {retry['error']!r}; then {serving['catch_up']}")
+
+
+async def test_a_silent_peer_is_skipped_and_named(start_cluster) -> None:
+    cluster = await start_cluster()
+    cluster.kill("kv3")
+    cluster.kill("kv2")
+    before = _count(cluster["kv3"], "catch_up.done")
+    await cluster.restart("kv3")  # kv2 is down: kv3 serves without it after the contact window
+    done = await _wait_log(cluster["kv3"], "catch_up.done", since=before)
+    assert set(done["skipped"]) == {"kv2"} and done["skipped"]["kv2"].startswith("skipped: unreachable")
+    assert done["peers"]["kv1"].startswith("caught up")
+    assert cluster.client("kv3").status()["catch_up"]["kv2"].startswith("skipped: unreachable")
