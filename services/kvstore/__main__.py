@@ -42,6 +42,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return n
+
+
 def _hex(text: str) -> bytes:
     try:
         return bytes.fromhex(text)
@@ -64,7 +74,13 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--max-clock-drift", type=float, default=10.0, metavar="SECONDS",
                    help="refuse remote versions further ahead of this node's clock")
     s.add_argument("--write-timeout", type=float, default=5.0, metavar="SECONDS")
-    s.add_argument("--catch-up-timeout", type=float, default=10.0, metavar="SECONDS")
+    s.add_argument("--catch-up-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="after this, a node still catching up says so in its log (it goes on waiting for "
+                   "peers that answer)")
+    s.add_argument("--compact-interval", type=_seconds, default=5.0, metavar="SECONDS",
+                   help="how often to trim the log and remove old tombstones")
+    s.add_argument("--tombstone-grace", type=float, default=300.0, metavar="SECONDS",
+                   help="a tombstone every peer holds is removed once it is this old")
     s.add_argument("--no-group-commit", action="store_true", help="one LMDB transaction per write "
                    "(for the benchmark's comparison)")
     s.add_argument("--enable-fault-injection", action="store_true", help="expose Admin.SetClockOffset")
@@ -109,7 +125,8 @@ def serve(args: argparse.Namespace) -> int:
                      write_quorum=args.write_quorum, map_size=args.map_size,
                      max_value_bytes=args.max_value_bytes,
                      max_clock_drift_s=args.max_clock_drift, write_timeout_s=args.write_timeout,
-                     catch_up_timeout_s=args.catch_up_timeout, group_commit=not args.no_group_commit,
+                     catch_up_timeout_s=args.catch_up_timeout, compact_interval_s=args.compact_interval,
+                     tombstone_grace_s=args.tombstone_grace, group_commit=not args.no_group_commit,
                      defects=defects, fault_injection=args.enable_fault_injection, ready_file=args.ready_file)
     try:
         asyncio.run(Node(cfg, log).run())

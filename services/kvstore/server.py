@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import lmdb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from servicekit import JsonLogger, write_ready_file
 
@@ -63,6 +64,8 @@ class NodeConfig:
     max_clock_drift_s: float = 10.0
     write_timeout_s: float = 5.0
     catch_up_timeout_s: float = 10.0
+    compact_interval_s: float = 5.0
+    tombstone_grace_s: float = 300.0
     group_commit: bool = True
     defects: frozenset[str] = frozenset()
     fault_injection: bool = False
@@ -98,6 +101,9 @@ class Node:
         self.recovery_s = 0.0
         self.catch_up_s = 0.0
         self.catch_up: dict[str, str] = {}
+        self.log_trimmed = 0
+        self.tombstones_purged = 0
+        self.snapshot_refills = 0
         self.store_ready = False
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -177,6 +183,7 @@ class Node:
             self._tasks.append(asyncio.create_task(self._flush_loop()))
         if ship:
             self._tasks.append(asyncio.create_task(self._anti_entropy_loop()))
+            self._tasks.append(asyncio.create_task(self._compaction_loop()))
         if "serve-before-catch-up" in self.defects or not ship:
             await self._become_serving()
             if ship:
@@ -252,10 +259,10 @@ class Node:
                 overdue_said = True
                 self.log.warning("catch_up.overdue", peer=peer.name, state=self.catch_up[peer.name],
                                  timeout_s=self.cfg.catch_up_timeout_s)
+            after = dict(self.store.watermarks)
             try:
                 reply = await peer.stub.Pull(
-                    pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks),
-                                   max_bytes=max_bytes),
+                    pb.PullRequest(sender=self.cfg.name, after=after, max_bytes=max_bytes),
                     timeout=max(0.05, min(CALL_TIMEOUT_S, silent_left)), wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
                 peer.failed(exc)
@@ -282,6 +289,16 @@ class Node:
                 await self._apply(list(reply.entries))
                 pulled += len(reply.entries)
             self.catch_up[peer.name] = f"pulling ({pulled} entries)"
+            if any(after.get(o, 0) < t for o, t in reply.trimmed.items()):
+                # what we lack was compacted away on the peer: take its data instead of its log
+                self.catch_up[peer.name] = f"refilling from a snapshot ({pulled} entries)"
+                try:
+                    await self._refill_from(peer, await peer.stub.Digest(pb.DigestRequest(),
+                                                                           timeout=CALL_TIMEOUT_S))
+                except grpc.aio.AioRpcError as exc:
+                    peer.failed(exc)
+                    await asyncio.sleep(0.05)
+                    continue
             wms = self.store.watermarks
             if all(wms.get(o, 0) >= s for o, s in target.items()):
                 self.catch_up[peer.name] = f"caught up ({pulled} entries)"
@@ -309,24 +326,81 @@ class Node:
 
     async def _anti_entropy_with(self, peer: Peer) -> None:
         reply = await peer.stub.Digest(pb.DigestRequest(), timeout=CALL_TIMEOUT_S)
+        if any(self.store.watermarks.get(o, 0) < t for o, t in reply.trimmed.items()):
+            await self._refill_from(peer, reply)  # its log no longer has what we lack
+            return
         if dict(reply.watermarks) != self.store.watermarks:
             return  # log shipping is still moving; compare once the logs agree
+        differing = self._differing(reply)
+        repaired = await self._fetch_buckets(peer, differing)
+        if repaired:
+            self.log.warning("anti_entropy.mismatch", peer=peer.name, buckets=differing, repaired=repaired)
+
+    def _differing(self, reply: pb.DigestReply) -> list[int]:
         ours = self.store.bucket_digests()
-        differing = [b for b in range(BUCKETS) if reply.buckets[b] != ours[b]]
+        return [b for b in range(BUCKETS) if reply.buckets[b] != ours[b]]
+
+    async def _fetch_buckets(self, peer: Peer, buckets: list[int]) -> int:
+        """Take the peer's newer rows of *buckets*, page by page (each page bounded in bytes)."""
         repaired = 0
-        for b in differing:
+        purged_before_ms = int((time.time() - self.cfg.tombstone_grace_s) * 1000)
+        for b in buckets:
             after = b""
             more = True
-            while more:  # page by page, each bounded in bytes
+            while more:
                 page = await peer.stub.FetchBucket(pb.BucketRequest(bucket=b, after=after),
                                                    timeout=CALL_TIMEOUT_S)
                 rows = list(page.rows)
                 if rows:
-                    repaired += await asyncio.wrap_future(self.store.submit(self.store.repair_rows(rows)))
+                    repaired += await asyncio.wrap_future(
+                        self.store.submit(self.store.repair_rows(rows, purged_before_ms)))
                     after = rows[-1].key
                 more = page.more and bool(rows)
-        if differing:
-            self.log.warning("anti_entropy.mismatch", peer=peer.name, buckets=differing, repaired=repaired)
+        return repaired
+
+    async def _refill_from(self, peer: Peer, digest: pb.DigestReply) -> None:
+        """Snapshot refill: the peer compacted away log entries we never got. Take its rows of every
+        bucket that differs (they reflect every write up to its watermarks in *digest*, taken before),
+        then move our watermarks to those."""
+        gap = {o: wm for o, wm in digest.watermarks.items()
+               if self.store.watermarks.get(o, 0) < digest.trimmed.get(o, 0)}
+        if not gap:
+            return
+        t0 = time.monotonic()
+        differing = self._differing(digest)
+        rows = await self._fetch_buckets(peer, differing)
+        await asyncio.wrap_future(self.store.submit(self.store.adopt_snapshot(gap)))
+        self.snapshot_refills += 1
+        self.log.warning("snapshot.refill", peer=peer.name, origins=gap, buckets=len(differing), rows=rows,
+                         seconds=round(time.monotonic() - t0, 3))
+
+    # -- compaction ------------------------------------------------------------------------------------
+    async def _compaction_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.compact_interval_s)
+            try:
+                await self._compact()
+            except (StoreClosed, StoreFull) as exc:
+                self.log.warning("compaction.failed", error=str(exc))
+
+    async def _compact(self) -> None:
+        """Trim each origin's log up to what every peer holds durably; remove tombstones every peer holds
+        once they are older than the grace period."""
+        store = self.store
+        upto = {o: min([wm, *(p.acked.get(o, 0) for p in self.peers.values())])
+                for o, wm in store.watermarks.items()}
+        trim = {o: t for o, t in upto.items() if t > store.trimmed.get(o, 0)}
+        deleted = purged = 0
+        if trim:
+            deleted = await asyncio.wrap_future(store.submit(store.trim_log(trim)))
+        before_ms = int((time.time() - self.cfg.tombstone_grace_s) * 1000)
+        keys = await asyncio.to_thread(store.tombstones_to_purge, upto, before_ms)
+        if keys:
+            purged = await asyncio.wrap_future(store.submit(store.purge_tombstones(keys, upto, before_ms)))
+        self.log_trimmed += deleted
+        self.tombstones_purged += purged
+        if deleted or purged:
+            self.log.info("compaction", log_entries=deleted, tombstones=purged, trimmed=dict(store.trimmed))
 
     # -- ack-before-commit ---------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -470,7 +544,16 @@ class Node:
             committed_ops=self.store.committed_ops, group_commit=self.cfg.group_commit,
             recovery_s=self.recovery_s, catch_up_s=self.catch_up_s, catch_up=self.catch_up,
             max_value_bytes=self.cfg.max_value_bytes,
-            message_limit_bytes=message_limit(self.cfg.max_value_bytes))
+            message_limit_bytes=message_limit(self.cfg.max_value_bytes), trimmed=self.store.trimmed,
+            log_trimmed_entries=self.log_trimmed, tombstones_purged=self.tombstones_purged,
+            snapshot_refills=self.snapshot_refills, **self._disk())
+
+    def _disk(self) -> dict[str, int]:
+        try:
+            d = self.store.disk_bytes()
+        except (StoreClosed, OSError, lmdb.Error):
+            return {}
+        return {"disk_file_bytes": d["file_bytes"], "disk_used_bytes": d["used_bytes"]}
 
     def _admin_handler(self) -> grpc.GenericRpcHandler:
         async def status(req: pb.StatusRequest, ctx: grpc.aio.ServicerContext) -> pb.StatusReply:
@@ -587,7 +670,7 @@ class _Replication(pbg.ReplicationServicer):
         wms = dict(store.watermarks)
         max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
         entries = store.read_log(dict(req.after), limit=min(req.limit or 2048, 2048), max_bytes=max_bytes)
-        return pb.PullReply(node=self.node.cfg.name, entries=entries, watermarks=wms)
+        return pb.PullReply(node=self.node.cfg.name, entries=entries, watermarks=wms, trimmed=store.trimmed)
 
     async def Digest(self, request: pb.DigestRequest, context: grpc.aio.ServicerContext) -> pb.DigestReply:
         return await _handle(context, self._digest())
@@ -595,7 +678,7 @@ class _Replication(pbg.ReplicationServicer):
     async def _digest(self) -> pb.DigestReply:
         store = self._require_store()
         return pb.DigestReply(node=self.node.cfg.name, buckets=store.bucket_digests(),
-                              watermarks=store.watermarks)
+                              watermarks=store.watermarks, trimmed=store.trimmed)
 
     async def FetchBucket(self, request: pb.BucketRequest,
                           context: grpc.aio.ServicerContext) -> pb.BucketReply:
