@@ -104,6 +104,7 @@ class Node:
         self.log_trimmed = 0
         self.tombstones_purged = 0
         self.snapshot_refills = 0
+        self.write_timing = [0, 0.0, 0.0]  # writes, seconds in the local commit, seconds awaiting the quorum
         self.store_ready = False
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -505,6 +506,7 @@ class Node:
             self._memtable[key] = entry
             self._pending.append(entry)
             return version, 1
+        t0 = time.perf_counter()
         try:
             entry = await asyncio.wrap_future(self.store.submit(
                 self.store.local_write(self.cfg.name, key, value, tombstone, version)))
@@ -515,6 +517,7 @@ class Node:
         budget = self.cfg.write_timeout_s
         if time_remaining is not None:
             budget = min(budget, max(0.0, time_remaining - 0.1))
+        t1 = time.perf_counter()
         try:
             replicas = await self._await_quorum(entry, budget)
         except TimeoutError as exc:
@@ -522,6 +525,10 @@ class Node:
                         f"outcome unknown: committed on {self.cfg.name} at version "
                         f"{version.wall_ms}.{version.logical}.{version.node} but {exc} within "
                         f"{budget:.2f} s; it may still become visible") from None
+        timing = self.write_timing
+        timing[0] += 1
+        timing[1] += t1 - t0
+        timing[2] += time.perf_counter() - t1
         return version, replicas
 
     def read(self, key: bytes) -> pb.Record | None:
@@ -546,7 +553,8 @@ class Node:
             max_value_bytes=self.cfg.max_value_bytes,
             message_limit_bytes=message_limit(self.cfg.max_value_bytes), trimmed=self.store.trimmed,
             log_trimmed_entries=self.log_trimmed, tombstones_purged=self.tombstones_purged,
-            snapshot_refills=self.snapshot_refills, **self._disk())
+            snapshot_refills=self.snapshot_refills, writes_timed=self.write_timing[0],
+            write_commit_s=self.write_timing[1], write_quorum_s=self.write_timing[2], **self._disk())
 
     def _disk(self) -> dict[str, int]:
         try:
