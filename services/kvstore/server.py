@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +16,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from servicekit import JsonLogger, write_ready_file
 
 from kvstore.clock import ClockDriftError, HybridClock, Stamp
+from kvstore.compaction import Compactor
 from kvstore.datalock import DataDirLock
 from kvstore.limits import BATCH_BYTES, grpc_options, message_limit
+from kvstore.ports import holder_of, in_use
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
+from kvstore.repair import Repair
 from kvstore.replication import ANSWERED_BY, CALL_TIMEOUT_S, Peer, answered, describe
 from kvstore.storage import BUCKETS, MAX_KEY_BYTES, Store, StoreClosed, StoreFull, newer
 
@@ -44,7 +45,6 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
     ("grpc.http2.max_ping_strikes", 0),
 ]
-ANTI_ENTROPY_S = 1.0
 CONTACT_WINDOW_S = 3.0  # how long a starting node tries to reach each peer before it skips it
 FLUSH_INTERVAL_S = 0.1
 
@@ -96,14 +96,14 @@ class Node:
                            on_commit=self._committed_threadsafe)
         self.lock = DataDirLock(cfg.data_dir, cfg.name)
         self.peers: dict[str, Peer] = {}
+        self.repair = Repair(self.store, self.peers, self.log, tombstone_grace_s=cfg.tombstone_grace_s)
+        self.compactor = Compactor(self.store, self.peers, self.log, interval_s=cfg.compact_interval_s,
+                                   tombstone_grace_s=cfg.tombstone_grace_s)
         self.phase = "opening"
         self.serving = False
         self.recovery_s = 0.0
         self.catch_up_s = 0.0
         self.catch_up: dict[str, str] = {}
-        self.log_trimmed = 0
-        self.tombstones_purged = 0
-        self.snapshot_refills = 0
         self.write_timing = [0, 0.0, 0.0]  # writes, seconds in the local commit, seconds awaiting the quorum
         self.store_ready = False
         self.health = health.aio.HealthServicer()
@@ -137,15 +137,15 @@ class Node:
         self.server.add_generic_rpc_handlers((self._admin_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         target = f"{self.cfg.host}:{self.cfg.port}"
-        if reuse == 0 and self.cfg.port and _in_use(self.cfg.host, self.cfg.port):
+        if reuse == 0 and self.cfg.port and in_use(self.cfg.host, self.cfg.port):
             # found before gRPC tries: its own bind failure prints a raw add_port.cc line to stderr
-            raise OSError(f"cannot bind {target}: address in use{_holder_of(self.cfg.port)}")
+            raise OSError(f"cannot bind {target}: address in use{holder_of(self.cfg.port)}")
         try:
             port = self.server.add_insecure_port(target)
         except RuntimeError:
             port = 0
         if port == 0:
-            raise OSError(f"cannot bind {target}: address in use{_holder_of(self.cfg.port)}")
+            raise OSError(f"cannot bind {target}: address in use{holder_of(self.cfg.port)}")
         self.address = f"{self.cfg.host}:{port}"
         await self._set_health(False)
         await self.server.start()
@@ -183,8 +183,8 @@ class Node:
         if "ack-before-commit" in self.defects:
             self._tasks.append(asyncio.create_task(self._flush_loop()))
         if ship:
-            self._tasks.append(asyncio.create_task(self._anti_entropy_loop()))
-            self._tasks.append(asyncio.create_task(self._compaction_loop()))
+            self._tasks.append(asyncio.create_task(self.repair.loop()))
+            self._tasks.append(asyncio.create_task(self.compactor.loop()))
         if "serve-before-catch-up" in self.defects or not ship:
             await self._become_serving()
             if ship:
@@ -294,8 +294,8 @@ class Node:
                 # what we lack was compacted away on the peer: take its data instead of its log
                 self.catch_up[peer.name] = f"refilling from a snapshot ({pulled} entries)"
                 try:
-                    await self._refill_from(peer, await peer.stub.Digest(pb.DigestRequest(),
-                                                                           timeout=CALL_TIMEOUT_S))
+                    await self.repair.refill_from(peer, await peer.stub.Digest(pb.DigestRequest(),
+                                                                                 timeout=CALL_TIMEOUT_S))
                 except grpc.aio.AioRpcError as exc:
                     peer.failed(exc)
                     await asyncio.sleep(0.05)
@@ -312,96 +312,6 @@ class Node:
             self.clock.observe(Stamp.from_pb(e.version))
         contiguous = "no-catch-up" not in self.defects
         await asyncio.wrap_future(self.store.submit(self.store.apply_entries(entries, contiguous=contiguous)))
-
-    async def _anti_entropy_loop(self) -> None:
-        """When a peer holds the same log positions as we do but its digest differs, take its newer rows."""
-        while True:
-            await asyncio.sleep(ANTI_ENTROPY_S)
-            for peer in list(self.peers.values()):
-                if not peer.reachable():
-                    continue
-                try:
-                    await self._anti_entropy_with(peer)
-                except grpc.aio.AioRpcError as exc:
-                    peer.failed(exc)
-
-    async def _anti_entropy_with(self, peer: Peer) -> None:
-        reply = await peer.stub.Digest(pb.DigestRequest(), timeout=CALL_TIMEOUT_S)
-        if any(self.store.watermarks.get(o, 0) < t for o, t in reply.trimmed.items()):
-            await self._refill_from(peer, reply)  # its log no longer has what we lack
-            return
-        if dict(reply.watermarks) != self.store.watermarks:
-            return  # log shipping is still moving; compare once the logs agree
-        differing = self._differing(reply)
-        repaired = await self._fetch_buckets(peer, differing)
-        if repaired:
-            self.log.warning("anti_entropy.mismatch", peer=peer.name, buckets=differing, repaired=repaired)
-
-    def _differing(self, reply: pb.DigestReply) -> list[int]:
-        ours = self.store.bucket_digests()
-        return [b for b in range(BUCKETS) if reply.buckets[b] != ours[b]]
-
-    async def _fetch_buckets(self, peer: Peer, buckets: list[int]) -> int:
-        """Take the peer's newer rows of *buckets*, page by page (each page bounded in bytes)."""
-        repaired = 0
-        purged_before_ms = int((time.time() - self.cfg.tombstone_grace_s) * 1000)
-        for b in buckets:
-            after = b""
-            more = True
-            while more:
-                page = await peer.stub.FetchBucket(pb.BucketRequest(bucket=b, after=after),
-                                                   timeout=CALL_TIMEOUT_S)
-                rows = list(page.rows)
-                if rows:
-                    repaired += await asyncio.wrap_future(
-                        self.store.submit(self.store.repair_rows(rows, purged_before_ms)))
-                    after = rows[-1].key
-                more = page.more and bool(rows)
-        return repaired
-
-    async def _refill_from(self, peer: Peer, digest: pb.DigestReply) -> None:
-        """Snapshot refill: the peer compacted away log entries we never got. Take its rows of every
-        bucket that differs (they reflect every write up to its watermarks in *digest*, taken before),
-        then move our watermarks to those."""
-        gap = {o: wm for o, wm in digest.watermarks.items()
-               if self.store.watermarks.get(o, 0) < digest.trimmed.get(o, 0)}
-        if not gap:
-            return
-        t0 = time.monotonic()
-        differing = self._differing(digest)
-        rows = await self._fetch_buckets(peer, differing)
-        await asyncio.wrap_future(self.store.submit(self.store.adopt_snapshot(gap)))
-        self.snapshot_refills += 1
-        self.log.warning("snapshot.refill", peer=peer.name, origins=gap, buckets=len(differing), rows=rows,
-                         seconds=round(time.monotonic() - t0, 3))
-
-    # -- compaction ------------------------------------------------------------------------------------
-    async def _compaction_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.compact_interval_s)
-            try:
-                await self._compact()
-            except (StoreClosed, StoreFull) as exc:
-                self.log.warning("compaction.failed", error=str(exc))
-
-    async def _compact(self) -> None:
-        """Trim each origin's log up to what every peer holds durably; remove tombstones every peer holds
-        once they are older than the grace period."""
-        store = self.store
-        upto = {o: min([wm, *(p.acked.get(o, 0) for p in self.peers.values())])
-                for o, wm in store.watermarks.items()}
-        trim = {o: t for o, t in upto.items() if t > store.trimmed.get(o, 0)}
-        deleted = purged = 0
-        if trim:
-            deleted = await asyncio.wrap_future(store.submit(store.trim_log(trim)))
-        before_ms = int((time.time() - self.cfg.tombstone_grace_s) * 1000)
-        keys = await asyncio.to_thread(store.tombstones_to_purge, upto, before_ms)
-        if keys:
-            purged = await asyncio.wrap_future(store.submit(store.purge_tombstones(keys, upto, before_ms)))
-        self.log_trimmed += deleted
-        self.tombstones_purged += purged
-        if deleted or purged:
-            self.log.info("compaction", log_entries=deleted, tombstones=purged, trimmed=dict(store.trimmed))
 
     # -- ack-before-commit ---------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -552,9 +462,10 @@ class Node:
             recovery_s=self.recovery_s, catch_up_s=self.catch_up_s, catch_up=self.catch_up,
             max_value_bytes=self.cfg.max_value_bytes,
             message_limit_bytes=message_limit(self.cfg.max_value_bytes), trimmed=self.store.trimmed,
-            log_trimmed_entries=self.log_trimmed, tombstones_purged=self.tombstones_purged,
-            snapshot_refills=self.snapshot_refills, writes_timed=self.write_timing[0],
-            write_commit_s=self.write_timing[1], write_quorum_s=self.write_timing[2], **self._disk())
+            log_trimmed_entries=self.compactor.log_trimmed,
+            tombstones_purged=self.compactor.tombstones_purged, snapshot_refills=self.repair.refills,
+            writes_timed=self.write_timing[0], write_commit_s=self.write_timing[1],
+            write_quorum_s=self.write_timing[2], **self._disk())
 
     def _disk(self) -> dict[str, int]:
         try:
@@ -699,49 +610,6 @@ class _Replication(pbg.ReplicationServicer):
         max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
         rows, more = await asyncio.to_thread(store.bucket_rows, req.bucket, req.after, max_bytes)
         return pb.BucketReply(rows=rows, digest=store.bucket_digests()[req.bucket], more=more)
-
-
-def _in_use(host: str, port: int) -> bool:
-    """True when binding *host*:*port* fails with "address in use" (someone listens there already)."""
-    try:
-        infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except OSError:
-        return False  # let gRPC report the address it cannot resolve
-    for family, kind, proto, _, addr in infos:
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no obstacle
-            try:
-                s.bind(addr)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return True
-    return False
-
-
-def _holder_of(port: int) -> str:
-    """' (held by pid N: CMD)' for the process listening on *port*, found through /proc; '' if unknown."""
-    try:
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:[") and link[8:-1] in inodes:
-                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-                        return f" (held by pid {pid}: {cmd[:120]})"
-            except OSError:
-                continue
-    except (OSError, StopIteration, IndexError, ValueError):
-        pass
-    return ""
 
 
 __all__ = ["DEFECTS", "Node", "NodeConfig", "newer"]
