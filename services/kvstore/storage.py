@@ -69,6 +69,7 @@ class Effects:
     tombstones_delta: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
     trimmed: dict[str, int] = field(default_factory=dict)
+    tombstone_changes: list[tuple[bytes, bool]] = field(default_factory=list)  # (key, is now a tombstone)
     max_version: Stamp = ZERO
 
 
@@ -84,6 +85,7 @@ class Store:
         self.env: lmdb.Environment | None = None
         self.watermarks: dict[str, int] = {}
         self.trimmed: dict[str, int] = {}  # per origin: log entries up to here were compacted away
+        self.tombstone_keys: set[bytes] = set()  # so compaction need not scan every row
         self.cursors: dict[str, dict[str, int]] = {}
         self.buckets = [0] * BUCKETS
         self.keys = 0
@@ -122,12 +124,14 @@ class Store:
         buckets = [0] * BUCKETS
         keys = tombs = 0
         top = ZERO
+        tombstone_keys = set()
         with self.env.begin() as txn:
             for key, raw in txn.cursor(db=self._data):
                 rec = pb.Record.FromString(raw)
                 buckets[bucket_of(key)] ^= row_hash(key, rec)
                 if rec.tombstone:
                     tombs += 1
+                    tombstone_keys.add(bytes(key))
                 else:
                     keys += 1
                 top = max(top, Stamp.from_pb(rec.version))
@@ -144,6 +148,7 @@ class Store:
                 if wm > self.trimmed.get(origin, 0) and txn.get(log_key(origin, wm), db=self._log) is None:
                     raise RuntimeError(f"log of origin {origin} is missing entry {wm}: store is corrupt")
         self.buckets, self.keys, self.tombstones, self.max_version = buckets, keys, tombs, top
+        self.tombstone_keys = tombstone_keys
         return time.monotonic() - t0
 
     def start_writer(self) -> None:
@@ -325,11 +330,14 @@ class Store:
 
     def tombstones_to_purge(self, upto: dict[str, int], before_ms: int, limit: int = 10000) -> list[bytes]:
         """Keys whose row is a tombstone older than *before_ms* that every peer holds (its log position
-        is at or below upto[origin])."""
+        is at or below upto[origin]). Reads only the tombstones' rows."""
         env = self._env()
         out = []
         with env.begin() as txn:
-            for key, raw in txn.cursor(db=self._data):
+            for key in list(self.tombstone_keys):
+                raw = txn.get(key, db=self._data)
+                if raw is None:
+                    continue
                 rec = pb.Record.FromString(raw)
                 if (rec.tombstone and rec.version.wall_ms < before_ms
                         and rec.seq <= upto.get(rec.origin, 0)):
@@ -355,6 +363,7 @@ class Store:
                 b = bucket_of(key)
                 fx.bucket_xor[b] = fx.bucket_xor.get(b, 0) ^ row_hash(key, rec)
                 fx.tombstones_delta -= 1
+                fx.tombstone_changes.append((key, False))
                 n += 1
             return n
         return op
@@ -419,6 +428,8 @@ class Store:
             fx.tombstones_delta -= 1 if old.tombstone else 0
         fx.keys_delta += 0 if rec.tombstone else 1
         fx.tombstones_delta += 1 if rec.tombstone else 0
+        if rec.tombstone or (old is not None and old.tombstone):
+            fx.tombstone_changes.append((bytes(e.key), rec.tombstone))
         fx.bucket_xor[b] = fx.bucket_xor.get(b, 0) ^ delta
         fx.max_version = max(fx.max_version, Stamp.from_pb(e.version))
         return True
@@ -490,6 +501,11 @@ class Store:
                         moved[origin] = wm
                 for origin, t in fx.trimmed.items():
                     self.trimmed[origin] = max(self.trimmed.get(origin, 0), t)
+                for key, tomb in fx.tombstone_changes:
+                    if tomb:
+                        self.tombstone_keys.add(key)
+                    else:
+                        self.tombstone_keys.discard(key)
             if exc is not None:
                 fut.set_exception(exc)
             else:
