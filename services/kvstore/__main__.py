@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from servicekit import (
     ArgumentParser,
@@ -17,6 +19,7 @@ from servicekit import (
 )
 from servicekit.cli import format_hostport
 
+from kvstore.limits import refusal
 from kvstore.server import DEFECTS, Node, NodeConfig
 
 
@@ -40,6 +43,23 @@ def _positive(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return n
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hexadecimal bytes, got {text!r}") from None
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="kvstore", description="Replicated key-value store node and client.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -55,7 +75,13 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--max-clock-drift", type=float, default=10.0, metavar="SECONDS",
                    help="refuse remote versions further ahead of this node's clock")
     s.add_argument("--write-timeout", type=float, default=5.0, metavar="SECONDS")
-    s.add_argument("--catch-up-timeout", type=float, default=10.0, metavar="SECONDS")
+    s.add_argument("--catch-up-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="after this, a node still catching up says so in its log (it goes on waiting for "
+                   "peers that answer)")
+    s.add_argument("--compact-interval", type=_seconds, default=5.0, metavar="SECONDS",
+                   help="how often to trim the log and remove old tombstones")
+    s.add_argument("--tombstone-grace", type=float, default=300.0, metavar="SECONDS",
+                   help="a tombstone every peer holds is removed once it is this old")
     s.add_argument("--no-group-commit", action="store_true", help="one LMDB transaction per write "
                    "(for the benchmark's comparison)")
     s.add_argument("--enable-fault-injection", action="store_true", help="expose Admin.SetClockOffset")
@@ -67,16 +93,30 @@ def build_parser() -> ArgumentParser:
         c.add_argument("--target", required=True, type=parse_hostport, metavar="HOST:PORT")
         c.add_argument("--timeout", type=float, default=5.0)
         if cmd != "status":
-            c.add_argument("key")
+            c.add_argument("key", nargs="?", help="the key; its bytes are taken as given (any encoding)")
+            c.add_argument("--key-hex", type=_hex, metavar="HEX", help="the key as hexadecimal bytes "
+                           "(instead of KEY)")
         if extra:
-            c.add_argument("value")
+            c.add_argument("value", help="the value; its bytes are taken as given")
     return p
+
+
+def _key_of(args: argparse.Namespace) -> bytes:
+    """The key's exact bytes: --key-hex, or the argument as the OS gave it (os.fsencode undoes the
+    surrogate escapes Python uses for argv bytes that are not UTF-8)."""
+    if (args.key is None) == (args.key_hex is None):
+        raise argparse.ArgumentTypeError("give the key either as KEY or as --key-hex HEX (exactly one)")
+    return args.key_hex if args.key_hex is not None else os.fsencode(args.key)
 
 
 def serve(args: argparse.Namespace) -> int:
     log = configure_logging("kvstore", args.name, args.log_file)
     defects = announce_defects(log, args.defect, DEFECTS)
     host, port = args.listen
+    refused = refusal(args.max_value_bytes, args.map_size)
+    if refused:
+        print(f"kvstore: error: {refused}", file=sys.stderr)
+        return 2
     peers = dict(args.peer)
     n = 1 + len(peers)
     if args.write_quorum and args.write_quorum > n:
@@ -86,31 +126,56 @@ def serve(args: argparse.Namespace) -> int:
                      write_quorum=args.write_quorum, map_size=args.map_size,
                      max_value_bytes=args.max_value_bytes,
                      max_clock_drift_s=args.max_clock_drift, write_timeout_s=args.write_timeout,
-                     catch_up_timeout_s=args.catch_up_timeout, group_commit=not args.no_group_commit,
+                     catch_up_timeout_s=args.catch_up_timeout, compact_interval_s=args.compact_interval,
+                     tombstone_grace_s=args.tombstone_grace, group_commit=not args.no_group_commit,
                      defects=defects, fault_injection=args.enable_fault_injection, ready_file=args.ready_file)
+    profile = _profiler()
     try:
         asyncio.run(Node(cfg, log).run())
     except (OSError, RuntimeError) as exc:
         log.error("startup.failed", error=str(exc))
         print(f"kvstore: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(f"{os.environ['KVSTORE_PROFILE']}.{args.name}")
     return 0
+
+
+def _profiler() -> Any:
+    """With KVSTORE_PROFILE=PATH, profile the event loop's thread (cProfile) into PATH.NAME at exit:
+    the benchmark uses it to show where a put's time goes."""
+    if not os.environ.get("KVSTORE_PROFILE"):
+        return None
+    import cProfile
+
+    profile = cProfile.Profile()
+    profile.enable()
+    return profile
 
 
 def client_command(args: argparse.Namespace) -> int:
     from kvstore.client import KeyNotFound, KVClient, KVError
 
     target = format_hostport(*args.target)
+    key = b""
+    if args.command != "status":
+        try:
+            key = _key_of(args)
+        except argparse.ArgumentTypeError as exc:
+            print(f"kvstore {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     with KVClient(target, timeout=args.timeout) as c:
         try:
             if args.command == "put":
-                w = c.put(args.key, args.value)
+                w = c.put(key, os.fsencode(args.value))
                 v = w.version
                 print(f"ok version={v.wall_ms}.{v.logical}.{v.node} replicas={w.replicas}")
             elif args.command == "get":
-                sys.stdout.buffer.write(c.get(args.key).value + b"\n")
+                sys.stdout.buffer.write(c.get(key).value + b"\n")
             elif args.command == "delete":
-                w = c.delete(args.key)
+                w = c.delete(key)
                 print(f"deleted version={w.version.wall_ms}.{w.version.logical}.{w.version.node}")
             else:
                 print(json.dumps(c.status(), indent=2))

@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import lmdb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from servicekit import JsonLogger, write_ready_file
 
 from kvstore.clock import ClockDriftError, HybridClock, Stamp
+from kvstore.compaction import Compactor
 from kvstore.datalock import DataDirLock
+from kvstore.limits import BATCH_BYTES, grpc_options, message_limit
+from kvstore.ports import holder_of, in_use
 from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
-from kvstore.replication import CALL_TIMEOUT_S, Peer
+from kvstore.repair import Repair
+from kvstore.replication import ANSWERED_BY, CALL_TIMEOUT_S, Peer, answered, describe
 from kvstore.storage import BUCKETS, MAX_KEY_BYTES, Store, StoreClosed, StoreFull, newer
 
 DEFECTS = {
@@ -40,7 +45,6 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
     ("grpc.http2.max_ping_strikes", 0),
 ]
-ANTI_ENTROPY_S = 1.0
 CONTACT_WINDOW_S = 3.0  # how long a starting node tries to reach each peer before it skips it
 FLUSH_INTERVAL_S = 0.1
 
@@ -60,6 +64,8 @@ class NodeConfig:
     max_clock_drift_s: float = 10.0
     write_timeout_s: float = 5.0
     catch_up_timeout_s: float = 10.0
+    compact_interval_s: float = 5.0
+    tombstone_grace_s: float = 300.0
     group_commit: bool = True
     defects: frozenset[str] = frozenset()
     fault_injection: bool = False
@@ -94,10 +100,15 @@ class Node:
                            on_commit=self._committed_threadsafe)
         self.lock = DataDirLock(cfg.data_dir, cfg.name)
         self.peers: dict[str, Peer] = {}
+        self.repair = Repair(self.store, self.peers, self.log, tombstone_grace_s=cfg.tombstone_grace_s)
+        self.compactor = Compactor(self.store, self.peers, self.log, interval_s=cfg.compact_interval_s,
+                                   tombstone_grace_s=cfg.tombstone_grace_s)
         self.phase = "opening"
         self.serving = False
         self.recovery_s = 0.0
         self.catch_up_s = 0.0
+        self.catch_up: dict[str, str] = {}
+        self.write_timing = [0, 0.0, 0.0]  # writes, seconds in the local commit, seconds awaiting the quorum
         self.store_ready = False
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -123,18 +134,22 @@ class Node:
 
     async def _serve(self) -> None:
         reuse = 1 if "shared-port" in self.defects else 0
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", reuse), *SERVER_OPTIONS])
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", reuse), *SERVER_OPTIONS,
+                                               *grpc_options(self.cfg.max_value_bytes)])
         pbg.add_KVServicer_to_server(_KV(self), self.server)
         pbg.add_ReplicationServicer_to_server(_Replication(self), self.server)
         self.server.add_generic_rpc_handlers((self._admin_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         target = f"{self.cfg.host}:{self.cfg.port}"
+        if reuse == 0 and self.cfg.port and in_use(self.cfg.host, self.cfg.port):
+            # found before gRPC tries: its own bind failure prints a raw add_port.cc line to stderr
+            raise OSError(f"cannot bind {target}: address in use{holder_of(self.cfg.port)}")
         try:
             port = self.server.add_insecure_port(target)
         except RuntimeError:
             port = 0
         if port == 0:
-            raise OSError(f"cannot bind {target}: address in use{_holder_of(self.cfg.port)}")
+            raise OSError(f"cannot bind {target}: address in use{holder_of(self.cfg.port)}")
         self.address = f"{self.cfg.host}:{port}"
         await self._set_health(False)
         await self.server.start()
@@ -166,13 +181,14 @@ class Node:
         ship = "no-catch-up" not in self.defects
         for name, addr in self.cfg.peers.items():
             peer = Peer(name, addr, sender=self.cfg.name, store=self.store, on_ack=self._check_waiters,
-                        log_event=self.log.info)
+                        log_event=self.log.info, channel_options=grpc_options(self.cfg.max_value_bytes))
             self.peers[name] = peer
             peer.start(ship=ship)
         if "ack-before-commit" in self.defects:
             self._tasks.append(asyncio.create_task(self._flush_loop()))
         if ship:
-            self._tasks.append(asyncio.create_task(self._anti_entropy_loop()))
+            self._tasks.append(asyncio.create_task(self.repair.loop()))
+            self._tasks.append(asyncio.create_task(self.compactor.loop()))
         if "serve-before-catch-up" in self.defects or not ship:
             await self._become_serving()
             if ship:
@@ -184,7 +200,8 @@ class Node:
     async def _become_serving(self) -> None:
         self.phase = "serving"
         await self._set_health(True)
-        self.log.info("serving", address=self.address)
+        self.log.info("serving", address=self.address, keys=self.store.keys, watermarks=self.store.watermarks,
+                      catch_up=dict(self.catch_up))
 
     async def _set_health(self, serving: bool) -> None:
         self.serving = serving
@@ -211,46 +228,86 @@ class Node:
 
     # -- catch-up and anti-entropy -------------------------------------------------------------------------
     async def _catch_up(self) -> None:
-        """Pull from every peer that answers within a short contact window until we hold what it held
-        when we first reached it; bounded by --catch-up-timeout."""
+        """Pull from every peer until we hold what it held when we first reached it. Only a peer that gives
+        no answer for CONTACT_WINDOW_S is skipped; one that answers with an error is retried."""
         self.phase = "catching-up" if not self.serving else self.phase
         t0 = time.monotonic()
-        deadline = t0 + self.cfg.catch_up_timeout_s
-        results = await asyncio.gather(*(self._catch_up_from(p, deadline) for p in self.peers.values()))
+        overdue_at = t0 + self.cfg.catch_up_timeout_s
+        self.catch_up = {p.name: "contacting" for p in self.peers.values()}
+        await asyncio.gather(*(self._catch_up_from(p, overdue_at) for p in self.peers.values()))
         self.catch_up_s = time.monotonic() - t0
-        self.log.info("catch_up.done", seconds=round(self.catch_up_s, 3),
-                      peers={p.name: r for p, r in zip(self.peers.values(), results, strict=True)},
-                      watermarks=self.store.watermarks)
+        skipped = {n: r for n, r in self.catch_up.items() if r.startswith("skipped")}
+        log = self.log.warning if skipped else self.log.info
+        log("catch_up.done", seconds=round(self.catch_up_s, 3), peers=dict(self.catch_up), skipped=skipped,
+            watermarks=self.store.watermarks)
 
-    async def _catch_up_from(self, peer: Peer, deadline: float) -> str:
-        """Pull from *peer* until we hold what it held at first contact. A peer that does not answer
-        within CONTACT_WINDOW_S (down, cut off, or still recovering its own store) is skipped."""
+    async def _catch_up_from(self, peer: Peer, overdue_at: float) -> None:
+        """Pull from *peer* in byte-bounded batches until we hold what it held at first contact; records
+        the outcome in ``self.catch_up``. An error the peer answers with (still recovering, a batch too
+        large, a refusal) is retried with backoff; after --catch-up-timeout the node says so and goes on
+        waiting. Only silence for CONTACT_WINDOW_S (down, cut off, hung) skips the peer."""
         target: dict[str, int] | None = None
         pulled = 0
-        contact_by = time.monotonic() + CONTACT_WINDOW_S
+        answered_at = time.monotonic()  # the window of silence starts now
+        max_bytes = BATCH_BYTES
+        backoff = 0.05
+        overdue_said = False
         while True:
             now = time.monotonic()
-            first = target is None
-            remaining = (min(deadline, contact_by) if first else deadline) - now
-            if remaining <= 0:
-                return f"unreachable ({peer.last_error})" if first else f"timed out after {pulled} entries"
+            silent_left = answered_at + CONTACT_WINDOW_S - now
+            if silent_left <= 0:
+                why = peer.last_error or "no answer"
+                after = f" after {pulled} entries" if target is not None else ""
+                self.catch_up[peer.name] = f"skipped: unreachable ({why}){after}"
+                return
+            if now >= overdue_at and not overdue_said:
+                overdue_said = True
+                self.log.warning("catch_up.overdue", peer=peer.name, state=self.catch_up[peer.name],
+                                 timeout_s=self.cfg.catch_up_timeout_s)
+            after = dict(self.store.watermarks)
             try:
                 reply = await peer.stub.Pull(
-                    pb.PullRequest(sender=self.cfg.name, after=dict(self.store.watermarks), limit=512),
-                    timeout=min(CALL_TIMEOUT_S, remaining), wait_for_ready=True)
+                    pb.PullRequest(sender=self.cfg.name, after=after, max_bytes=max_bytes),
+                    timeout=max(0.05, min(CALL_TIMEOUT_S, silent_left)), wait_for_ready=True)
             except grpc.aio.AioRpcError as exc:
                 peer.failed(exc)
-                await asyncio.sleep(0.05)  # retry pacing within the bounded wait
+                if not answered(exc):
+                    self.catch_up[peer.name] = f"contacting ({describe(exc)})"
+                    await asyncio.sleep(0.05)  # retry pacing; the window of silence bounds it
+                    continue
+                answered_at = time.monotonic()  # it answered: it is up, so it is not skipped
+                state = f"retrying: peer answered {describe(exc)}"
+                if state != self.catch_up[peer.name]:
+                    self.log.warning("catch_up.retry", peer=peer.name, error=describe(exc), pulled=pulled)
+                self.catch_up[peer.name] = state
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and max_bytes > 64 << 10:
+                    max_bytes //= 2
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
                 continue
+            answered_at = time.monotonic()
+            backoff = 0.05
             peer.contact(None)
             if target is None:
                 target = dict(reply.watermarks)
             if reply.entries:
                 await self._apply(list(reply.entries))
                 pulled += len(reply.entries)
+            self.catch_up[peer.name] = f"pulling ({pulled} entries)"
+            if any(after.get(o, 0) < t for o, t in reply.trimmed.items()):
+                # what we lack was compacted away on the peer: take its data instead of its log
+                self.catch_up[peer.name] = f"refilling from a snapshot ({pulled} entries)"
+                try:
+                    await self.repair.refill_from(peer, await peer.stub.Digest(pb.DigestRequest(),
+                                                                                 timeout=CALL_TIMEOUT_S))
+                except grpc.aio.AioRpcError as exc:
+                    peer.failed(exc)
+                    await asyncio.sleep(0.05)
+                    continue
             wms = self.store.watermarks
             if all(wms.get(o, 0) >= s for o, s in target.items()):
-                return f"caught up ({pulled} entries)"
+                self.catch_up[peer.name] = f"caught up ({pulled} entries)"
+                return
             if not reply.entries:
                 await asyncio.sleep(0.05)
 
@@ -259,31 +316,6 @@ class Node:
             self.clock.observe(Stamp.from_pb(e.version))
         contiguous = "no-catch-up" not in self.defects
         await asyncio.wrap_future(self.store.submit(self.store.apply_entries(entries, contiguous=contiguous)))
-
-    async def _anti_entropy_loop(self) -> None:
-        """When a peer holds the same log positions as we do but its digest differs, take its newer rows."""
-        while True:
-            await asyncio.sleep(ANTI_ENTROPY_S)
-            for peer in list(self.peers.values()):
-                if not peer.reachable():
-                    continue
-                try:
-                    await self._anti_entropy_with(peer)
-                except grpc.aio.AioRpcError as exc:
-                    peer.failed(exc)
-
-    async def _anti_entropy_with(self, peer: Peer) -> None:
-        reply = await peer.stub.Digest(pb.DigestRequest(), timeout=CALL_TIMEOUT_S)
-        if dict(reply.watermarks) != self.store.watermarks:
-            return  # log shipping is still moving; compare once the logs agree
-        ours = self.store.bucket_digests()
-        differing = [b for b in range(BUCKETS) if reply.buckets[b] != ours[b]]
-        repaired = 0
-        for b in differing:
-            rows = await peer.stub.FetchBucket(pb.BucketRequest(bucket=b), timeout=CALL_TIMEOUT_S)
-            repaired += await asyncio.wrap_future(self.store.submit(self.store.repair_rows(list(rows.rows))))
-        if differing:
-            self.log.warning("anti_entropy.mismatch", peer=peer.name, buckets=differing, repaired=repaired)
 
     # -- ack-before-commit ---------------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -388,6 +420,7 @@ class Node:
             self._memtable[key] = entry
             self._pending.append(entry)
             return version, 1
+        t0 = time.perf_counter()
         try:
             entry = await asyncio.wrap_future(self.store.submit(
                 self.store.local_write(self.cfg.name, key, value, tombstone, version)))
@@ -398,6 +431,7 @@ class Node:
         budget = self.cfg.write_timeout_s
         if time_remaining is not None:
             budget = min(budget, max(0.0, time_remaining - 0.1))
+        t1 = time.perf_counter()
         try:
             replicas = await self._await_quorum(entry, budget)
         except TimeoutError as exc:
@@ -405,6 +439,10 @@ class Node:
                         f"outcome unknown: committed on {self.cfg.name} at version "
                         f"{version.wall_ms}.{version.logical}.{version.node} but {exc} within "
                         f"{budget:.2f} s; it may still become visible") from None
+        timing = self.write_timing
+        timing[0] += 1
+        timing[1] += t1 - t0
+        timing[2] += time.perf_counter() - t1
         return version, replicas
 
     def read(self, key: bytes) -> pb.Record | None:
@@ -425,7 +463,20 @@ class Node:
             clock_offset_s=self.clock.offset_s, defects=sorted(self.defects), write_quorum=self.write_quorum,
             incarnation=self.store.incarnation, commits=self.store.commits,
             committed_ops=self.store.committed_ops, group_commit=self.cfg.group_commit,
-            recovery_s=self.recovery_s, catch_up_s=self.catch_up_s)
+            recovery_s=self.recovery_s, catch_up_s=self.catch_up_s, catch_up=self.catch_up,
+            max_value_bytes=self.cfg.max_value_bytes,
+            message_limit_bytes=message_limit(self.cfg.max_value_bytes), trimmed=self.store.trimmed,
+            log_trimmed_entries=self.compactor.log_trimmed,
+            tombstones_purged=self.compactor.tombstones_purged, snapshot_refills=self.repair.refills,
+            writes_timed=self.write_timing[0], write_commit_s=self.write_timing[1],
+            write_quorum_s=self.write_timing[2], **self._disk())
+
+    def _disk(self) -> dict[str, int]:
+        try:
+            d = self.store.disk_bytes()
+        except (StoreClosed, OSError, lmdb.Error):
+            return {}
+        return {"disk_file_bytes": d["file_bytes"], "disk_used_bytes": d["used_bytes"]}
 
     def _admin_handler(self) -> grpc.GenericRpcHandler:
         async def status(req: pb.StatusRequest, ctx: grpc.aio.ServicerContext) -> pb.StatusReply:
@@ -452,13 +503,15 @@ async def _handle(ctx: grpc.aio.ServicerContext, coro: Any) -> Any:
     try:
         return await coro
     except Abort as exc:
-        # Every refusal but a deadline comes before any write: the client may count it as failed.
-        await ctx.abort(exc.code, exc.details,
-                        () if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else NOT_APPLIED)
+        code, details = exc.code, exc.details
     except StoreClosed as exc:
-        await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(exc), NOT_APPLIED)
+        code, details = grpc.StatusCode.UNAVAILABLE, str(exc)
     except StoreFull as exc:
-        await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), NOT_APPLIED)
+        code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    # The marker tells a peer that this node answered (it is up), whatever the code; every refusal but a
+    # deadline comes before any write, so the client may count it as failed (NOT_APPLIED).
+    applied = () if code == grpc.StatusCode.DEADLINE_EXCEEDED else NOT_APPLIED
+    await ctx.abort(code, details, trailing_metadata=((ANSWERED_BY, "1"), *applied))
 
 
 class _KV(pbg.KVServicer):
@@ -540,8 +593,9 @@ class _Replication(pbg.ReplicationServicer):
     async def _pull(self, req: pb.PullRequest) -> pb.PullReply:
         store = self._require_store()
         wms = dict(store.watermarks)
-        entries = store.read_log(dict(req.after), limit=min(req.limit or 512, 2048))
-        return pb.PullReply(node=self.node.cfg.name, entries=entries, watermarks=wms)
+        max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
+        entries = store.read_log(dict(req.after), limit=min(req.limit or 2048, 2048), max_bytes=max_bytes)
+        return pb.PullReply(node=self.node.cfg.name, entries=entries, watermarks=wms, trimmed=store.trimmed)
 
     async def Digest(self, request: pb.DigestRequest, context: grpc.aio.ServicerContext) -> pb.DigestReply:
         return await _handle(context, self._digest())
@@ -549,7 +603,7 @@ class _Replication(pbg.ReplicationServicer):
     async def _digest(self) -> pb.DigestReply:
         store = self._require_store()
         return pb.DigestReply(node=self.node.cfg.name, buckets=store.bucket_digests(),
-                              watermarks=store.watermarks)
+                              watermarks=store.watermarks, trimmed=store.trimmed)
 
     async def FetchBucket(self, request: pb.BucketRequest,
                           context: grpc.aio.ServicerContext) -> pb.BucketReply:
@@ -559,33 +613,9 @@ class _Replication(pbg.ReplicationServicer):
         store = self._require_store()
         if req.bucket >= BUCKETS:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bucket must be below {BUCKETS}")
-        rows = await asyncio.to_thread(store.bucket_rows, req.bucket)
-        return pb.BucketReply(rows=rows, digest=store.bucket_digests()[req.bucket])
-
-
-def _holder_of(port: int) -> str:
-    """' (held by pid N: CMD)' for the process listening on *port*, found through /proc; '' if unknown."""
-    try:
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:[") and link[8:-1] in inodes:
-                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-                        return f" (held by pid {pid}: {cmd[:120]})"
-            except OSError:
-                continue
-    except (OSError, StopIteration, IndexError, ValueError):
-        pass
-    return ""
+        max_bytes = min(req.max_bytes or BATCH_BYTES, BATCH_BYTES)
+        rows, more = await asyncio.to_thread(store.bucket_rows, req.bucket, req.after, max_bytes)
+        return pb.BucketReply(rows=rows, digest=store.bucket_digests()[req.bucket], more=more)
 
 
 __all__ = ["DEFECTS", "Node", "NodeConfig", "newer"]

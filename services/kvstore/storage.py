@@ -68,6 +68,8 @@ class Effects:
     keys_delta: int = 0
     tombstones_delta: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
+    trimmed: dict[str, int] = field(default_factory=dict)
+    tombstone_changes: list[tuple[bytes, bool]] = field(default_factory=list)  # (key, is now a tombstone)
     max_version: Stamp = ZERO
 
 
@@ -82,6 +84,8 @@ class Store:
         self.on_commit = on_commit
         self.env: lmdb.Environment | None = None
         self.watermarks: dict[str, int] = {}
+        self.trimmed: dict[str, int] = {}  # per origin: log entries up to here were compacted away
+        self.tombstone_keys: set[bytes] = set()  # so compaction need not scan every row
         self.cursors: dict[str, dict[str, int]] = {}
         self.buckets = [0] * BUCKETS
         self.keys = 0
@@ -120,26 +124,31 @@ class Store:
         buckets = [0] * BUCKETS
         keys = tombs = 0
         top = ZERO
+        tombstone_keys = set()
         with self.env.begin() as txn:
             for key, raw in txn.cursor(db=self._data):
                 rec = pb.Record.FromString(raw)
                 buckets[bucket_of(key)] ^= row_hash(key, rec)
                 if rec.tombstone:
                     tombs += 1
+                    tombstone_keys.add(bytes(key))
                 else:
                     keys += 1
                 top = max(top, Stamp.from_pb(rec.version))
             for key, raw in txn.cursor(db=self._meta):
                 if key.startswith(b"wm:"):
                     self.watermarks[key[3:].decode()] = _U64.unpack(raw)[0]
+                elif key.startswith(b"trim:"):
+                    self.trimmed[key[5:].decode()] = _U64.unpack(raw)[0]
                 elif key.startswith(b"cursor:"):
                     peer, _, origin = key[7:].decode().partition("\0")
                     self.cursors.setdefault(peer, {})[origin] = _U64.unpack(raw)[0]
             # every origin's log must reach its watermark: verify the heads
             for origin, wm in self.watermarks.items():
-                if wm and txn.get(log_key(origin, wm), db=self._log) is None:
+                if wm > self.trimmed.get(origin, 0) and txn.get(log_key(origin, wm), db=self._log) is None:
                     raise RuntimeError(f"log of origin {origin} is missing entry {wm}: store is corrupt")
         self.buckets, self.keys, self.tombstones, self.max_version = buckets, keys, tombs, top
+        self.tombstone_keys = tombstone_keys
         return time.monotonic() - t0
 
     def start_writer(self) -> None:
@@ -165,39 +174,61 @@ class Store:
             raw = txn.get(key, db=self._data)
         return pb.Record.FromString(raw) if raw is not None else None
 
-    def read_log(self, after: dict[str, int], limit: int = 512,
+    def read_log(self, after: dict[str, int], limit: int = 512, max_bytes: int | None = None,
                  origins: Iterable[str] | None = None) -> list[pb.Entry]:
-        """Log entries with a sequence above after[origin] (0 if absent), per origin in order."""
+        """Log entries with a sequence above after[origin] (0 if absent), per origin in order: at most
+        *limit* entries and, with *max_bytes*, no more than that many bytes (but always one entry)."""
         env = self._env()
         out: list[pb.Entry] = []
+        size = 0
+        budget = max_bytes if max_bytes is not None else float("inf")
         wms = dict(self.watermarks)
         with env.begin() as txn:
             cur = txn.cursor(db=self._log)
             for origin in (origins if origins is not None else sorted(wms)):
                 start = after.get(origin, 0)
-                if wms.get(origin, 0) <= start:
-                    continue
+                if wms.get(origin, 0) <= start or start < self.trimmed.get(origin, 0):
+                    continue  # nothing new, or compacted away (the reader needs a snapshot instead)
                 prefix = origin.encode() + b"\0"
                 if not cur.set_range(log_key(origin, start + 1)):
                     continue
+                full = False
                 for k, raw in cur:
-                    if not k.startswith(prefix) or len(out) >= limit:
+                    if not k.startswith(prefix):
+                        break
+                    if len(out) >= limit or (out and size + len(raw) > budget):
+                        full = True
                         break
                     out.append(pb.Entry.FromString(raw))
-                if len(out) >= limit:
+                    size += len(raw) + 8  # the repeated field's tag and length
+                if full:
                     break
         return out
 
-    def bucket_rows(self, bucket: int) -> list[pb.Entry]:
+    def bucket_rows(self, bucket: int, after: bytes = b"",
+                    max_bytes: int | None = None) -> tuple[list[pb.Entry], bool]:
+        """The bucket's rows with a key after *after*, in key order, up to about *max_bytes* (always one);
+        returns (rows, more) where *more* says the page was cut short."""
         env = self._env()
-        rows = []
+        rows: list[pb.Entry] = []
+        size = 0
+        budget = max_bytes if max_bytes is not None else float("inf")
         with env.begin() as txn:
-            for key, raw in txn.cursor(db=self._data):
+            cur = txn.cursor(db=self._data)
+            found = cur.set_range(after) if after else cur.first()
+            if found and after and cur.key() == after:
+                found = cur.next()
+            while found:
+                key, raw = cur.item()
                 if bucket_of(key) == bucket:
+                    if rows and size + len(raw) + len(key) > budget:
+                        return rows, True
                     rec = pb.Record.FromString(raw)
                     rows.append(pb.Entry(origin=rec.origin, seq=rec.seq, key=key, value=rec.value,
                                          tombstone=rec.tombstone, version=rec.version))
-        return rows
+                    size += len(raw) + len(key) + 16
+                found = cur.next()
+        return rows, False
 
     def digest(self) -> str:
         h = hashlib.blake2b(digest_size=8)
@@ -253,11 +284,115 @@ class Store:
             return {}
         return op
 
-    def repair_rows(self, rows: list[pb.Entry]) -> Callable[[Any, Effects], int]:
-        """Operation (anti-entropy): take each row whose version is newer than ours; returns how many."""
+    def repair_rows(self, rows: list[pb.Entry],
+                    purged_before_ms: int = 0) -> Callable[[Any, Effects], int]:
+        """Operation (anti-entropy): take each row whose version is newer than ours; returns how many.
+        A tombstone older than *purged_before_ms* for a key we do not hold is not taken: compaction
+        removes such tombstones, so taking it back would only undo that."""
         def op(txn: Any, fx: Effects) -> int:
-            return sum(self._apply_row(txn, fx, r) for r in rows)
+            n = 0
+            for r in rows:
+                if (r.tombstone and r.version.wall_ms < purged_before_ms
+                        and txn.get(r.key, db=self._data) is None):
+                    continue
+                n += self._apply_row(txn, fx, r)
+            return n
         return op
+
+    # -- compaction ------------------------------------------------------------------------------------
+    def trim_log(self, upto: dict[str, int], max_entries: int = 20000) -> Callable[[Any, Effects], int]:
+        """Operation: delete each origin's log entries up to upto[origin] (every peer holds them
+        durably), at most *max_entries* in one go; returns how many were deleted."""
+        def op(txn: Any, fx: Effects) -> int:
+            deleted = 0
+            for origin, end in upto.items():
+                start = self._trim(txn, origin)
+                end = min(end, self._wm(txn, origin))
+                if end <= start or deleted >= max_entries:
+                    continue
+                cur = txn.cursor(db=self._log)
+                prefix = origin.encode() + b"\0"
+                last = start
+                if cur.set_range(log_key(origin, start + 1)):
+                    while deleted < max_entries:
+                        k = cur.key()
+                        if not k.startswith(prefix) or _U64.unpack(k[len(prefix):])[0] > end:
+                            break
+                        last = _U64.unpack(k[len(prefix):])[0]
+                        deleted += 1
+                        if not cur.delete():
+                            break
+                done = end if deleted < max_entries else last
+                txn.put(b"trim:" + origin.encode(), _U64.pack(done), db=self._meta)
+                fx.trimmed[origin] = done
+            return deleted
+        return op
+
+    def tombstones_to_purge(self, upto: dict[str, int], before_ms: int, limit: int = 10000) -> list[bytes]:
+        """Keys whose row is a tombstone older than *before_ms* that every peer holds (its log position
+        is at or below upto[origin]). Reads only the tombstones' rows."""
+        env = self._env()
+        out = []
+        with env.begin() as txn:
+            for key in list(self.tombstone_keys):
+                raw = txn.get(key, db=self._data)
+                if raw is None:
+                    continue
+                rec = pb.Record.FromString(raw)
+                if (rec.tombstone and rec.version.wall_ms < before_ms
+                        and rec.seq <= upto.get(rec.origin, 0)):
+                    out.append(key)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def purge_tombstones(self, keys: list[bytes], upto: dict[str, int],
+                         before_ms: int) -> Callable[[Any, Effects], int]:
+        """Operation: remove those tombstones (checked again: a newer write may have come since)."""
+        def op(txn: Any, fx: Effects) -> int:
+            n = 0
+            for key in keys:
+                raw = txn.get(key, db=self._data)
+                if raw is None:
+                    continue
+                rec = pb.Record.FromString(raw)
+                if not (rec.tombstone and rec.version.wall_ms < before_ms
+                        and rec.seq <= upto.get(rec.origin, 0)):
+                    continue
+                txn.delete(key, db=self._data)
+                b = bucket_of(key)
+                fx.bucket_xor[b] = fx.bucket_xor.get(b, 0) ^ row_hash(key, rec)
+                fx.tombstones_delta -= 1
+                fx.tombstone_changes.append((key, False))
+                n += 1
+            return n
+        return op
+
+    def adopt_snapshot(self, watermarks: dict[str, int]) -> Callable[[Any, Effects], dict[str, int]]:
+        """Operation, after a snapshot refill: our data now reflects every write up to *watermarks*;
+        move our watermarks there and mark the log before them as compacted (we never held it)."""
+        def op(txn: Any, fx: Effects) -> dict[str, int]:
+            moved = {}
+            for origin, wm in watermarks.items():
+                if wm > self._wm(txn, origin):
+                    txn.put(b"wm:" + origin.encode(), _U64.pack(wm), db=self._meta)
+                    txn.put(b"trim:" + origin.encode(), _U64.pack(wm), db=self._meta)
+                    fx.watermarks[origin] = wm
+                    fx.trimmed[origin] = wm
+                    moved[origin] = wm
+            return moved
+        return op
+
+    def _trim(self, txn: Any, origin: str) -> int:
+        raw = txn.get(b"trim:" + origin.encode(), db=self._meta)
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def disk_bytes(self) -> dict[str, int]:
+        """The data file's size and the pages LMDB actually uses (its high-water mark) in bytes."""
+        env = self._env()
+        info, stat = env.info(), env.stat()
+        return {"file_bytes": (self.path / "data.mdb").stat().st_size,
+                "used_bytes": (info["last_pgno"] + 1) * stat["psize"]}
 
     def save_cursor(self, peer: str, acked: dict[str, int]) -> Callable[[Any, Effects], None]:
         """Operation: persist a peer's durably acknowledged positions."""
@@ -293,6 +428,8 @@ class Store:
             fx.tombstones_delta -= 1 if old.tombstone else 0
         fx.keys_delta += 0 if rec.tombstone else 1
         fx.tombstones_delta += 1 if rec.tombstone else 0
+        if rec.tombstone or (old is not None and old.tombstone):
+            fx.tombstone_changes.append((bytes(e.key), rec.tombstone))
         fx.bucket_xor[b] = fx.bucket_xor.get(b, 0) ^ delta
         fx.max_version = max(fx.max_version, Stamp.from_pb(e.version))
         return True
@@ -362,6 +499,13 @@ class Store:
                     if wm > self.watermarks.get(origin, 0):
                         self.watermarks[origin] = wm
                         moved[origin] = wm
+                for origin, t in fx.trimmed.items():
+                    self.trimmed[origin] = max(self.trimmed.get(origin, 0), t)
+                for key, tomb in fx.tombstone_changes:
+                    if tomb:
+                        self.tombstone_keys.add(key)
+                    else:
+                        self.tombstone_keys.discard(key)
             if exc is not None:
                 fut.set_exception(exc)
             else:
