@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kvstore.client import AsyncKVClient, KeyNotFound, KVClient, KVError
 
+from workbook._exceptions import ConditionTimeout
 from workbook.history import Outcome
 from workbook.links import Link
 from workbook.run import Run
@@ -145,6 +146,35 @@ class KVCluster:
         """SERVING, NOT_SERVING or UNREACHABLE, from the standard gRPC health service."""
         async with AsyncKVClient(self.address(name)) as c:
             return await c.health()
+
+    async def watch_serving(self, name: str, timeout: float) -> float:  # noqa: ASYNC109 (a bound)
+        """Follow *name*'s standard health service (``Health.Watch``: the node pushes each change, nothing
+        polls) until it reports SERVING; returns the seconds it took. Waits for the port to open first.
+        Raises :class:`~workbook.ConditionTimeout` when SERVING does not come within *timeout*."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        last = ["nothing"]
+
+        async def watch() -> None:
+            while True:  # a stream broken by the node going away is opened again
+                async with grpc.aio.insecure_channel(self.address(name)) as ch:
+                    try:
+                        async for reply in health_pb2_grpc.HealthStub(ch).Watch(
+                                health_pb2.HealthCheckRequest(), wait_for_ready=True):
+                            last[0] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                            if reply.status == serving:
+                                return
+                    except grpc.aio.AioRpcError as exc:
+                        last[0] = exc.code().name
+                await asyncio.sleep(_POLL_S)  # pace the re-open after a broken stream (not a sync)
+
+        try:
+            await asyncio.wait_for(watch(), timeout)
+        except TimeoutError:
+            raise ConditionTimeout(f"not reached within {timeout:g} s: {name} reports SERVING on its "
+                                   f"health service (last: {last[0]})") from None
+        return loop.time() - t0
 
     def kill(self, name: str) -> None:
         """SIGKILL (kill -9) and reap."""
@@ -275,6 +305,41 @@ class KVCluster:
         """Every node's JSON-lines log records, merged by time."""
         records = [r for name in self.names for r in self.run[name].logs()]
         return sorted(records, key=lambda r: r.get("ts", 0.0))
+
+    async def start_twin(self, name: str, twin: str | None = None) -> Service:
+        """Start a second process for *name* with its command line on its address and data directory, as
+        an impatient operator would; returns it once SERVING. Raises :class:`~workbook.ServiceError`
+        (with the twin's own error line) when it refuses to start."""
+        return await self.run.astart(twin or f"{name}-twin", self.argv(name, listen=self.address(name)),
+                                     health=kv_health(), ready_timeout=self.ready_timeout)
+
+    async def answered_by(self, name: str, requests: int, *, history: Any = None, key: str = "who",
+                          process: str = "client") -> list[dict[str, Any]]:
+        """*requests* puts to *name*'s address, each over a fresh TCP connection, each followed on that
+        connection by ``Admin.Status``: which process (pid, from the node's own status) answered it.
+        With *history*, each put is recorded (node = the address, result = the answering pid)."""
+        from kvstore.proto import kvstore_pb2 as pb
+        from kvstore.proto import kvstore_pb2_grpc as pbg
+
+        address = self.address(name)
+        rows: list[dict[str, Any]] = []
+        for i in range(requests):
+            # a local subchannel pool: a new connection, never one shared with an earlier channel
+            fresh = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(address, options=fresh) as ch:
+                async def put(ch: Any = ch, i: int = i) -> Any:
+                    request = pb.PutRequest(key=key.encode(), value=f"r{i}".encode())
+                    await pbg.KVStub(ch).Put(request, timeout=5)
+                    return (await pbg.AdminStub(ch).Status(pb.StatusRequest(), timeout=5)).pid
+
+                if history is not None:
+                    done = await history.record(process, "write", put, node=name, key=key, value=f"r{i}",
+                                                outcome=kv_outcome("write"))
+                    pid = done.value if done.type == "ok" else None
+                else:
+                    pid = await put()
+            rows.append({"request": i, "value": f"r{i}", "pid": pid})
+        return rows
 
     def data_dir(self, name: str) -> Path:
         return self.run.data_dir(name)

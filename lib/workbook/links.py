@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from workbook._exceptions import FaultLinkError
+from workbook._exceptions import FaultLinkError, WorkbookError
 
 Target = str | tuple[str, int] | Callable[[], "str | tuple[str, int]"]
 DIRECTIONS = ("up", "down")
@@ -149,7 +149,7 @@ class Link:
             try:
                 host, port = self._resolve()
                 up_reader, up_writer = await asyncio.open_connection(host, port)
-            except (OSError, FaultLinkError, KeyError, ValueError, RuntimeError):
+            except (OSError, WorkbookError, KeyError, ValueError, RuntimeError):  # target not up yet: refuse
                 self.refused += 1
                 conn.reset()
                 return

@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "pause": ("SIGSTOP the process: it hangs with its sockets open", "SIGCONT"),
     "partition": ("cut every link between the target and the others; processes keep running", "heal"),
     "delay": ("delay every link of the target by params.seconds", "heal"),
+    "twin": ("start a second process on the node's address and data directory (an impatient operator)",
+             "stop the twin"),
     "clock": ("move the node's clock by params.offset seconds (kvstore admin call)", "offset back to 0"),
     "slow": ("elnode answers every method params.delay seconds late", "knobs reset"),
     "fail": ("elnode fails params.methods (fraction params.fraction)", "knobs reset"),
@@ -203,12 +205,28 @@ class Nemesis:
         self.target.resume(name)
         return self._end("pause", name, "resume")
 
-    async def restart(self, name: str) -> float | None:
-        """Start *name* again (same address, same data) and wait until it is ready; ends a kill/stop."""
-        await self.target.restart(name)
+    async def restart(self, name: str, *, wait: bool = True) -> float | None:
+        """Start *name* again (same address, same data) and, with *wait*, wait until it is ready; ends a
+        kill/stop."""
+        await (self.target.restart(name) if wait else self.target.restart(name, wait=False))
         ended = self._end("kill", name, "restart")
         stopped = self._end("stop", name, "restart")
         return ended if ended is not None else stopped
+
+    async def twin(self, name: str) -> float:
+        """Start a second *name* on its address and data directory (KV: ``cluster.start_twin``); the twin
+        is ``run[f"{name}-twin"]``. A twin that refuses to start raises :class:`NemesisError` with its
+        error line, recorded as ``info``."""
+        if self.kv is None:
+            raise NemesisError("a twin needs a KV cluster")
+        return await self._aapply("twin", name, {}, lambda: self.kv.start_twin(name))
+
+    def stop_twin(self, name: str) -> float | None:
+        """Stop the twin of *name* (if it runs); ends the twin fault."""
+        twin = self.kv.run.services.get(f"{name}-twin") if self.kv is not None else None
+        if twin is not None and twin.alive:
+            twin.stop()
+        return self._end("twin", name, "stop-twin")
 
     # -- network faults ------------------------------------------------------------------------------------
     @property
@@ -303,6 +321,8 @@ class Nemesis:
             return self.delay(t, p.get("seconds", 0.1))
         if fault.kind == "clock":
             return await self.clock(t, p.get("offset", -5.0))
+        if fault.kind == "twin":
+            return await self.twin(t)
         if fault.kind == "slow":
             return await self.slow(t, p.get("delay", 0.5))
         if fault.kind == "fail":
@@ -323,6 +343,8 @@ class Nemesis:
             return self.heal()
         if fault.kind == "clock":
             return await self.clock_reset(fault.target)
+        if fault.kind == "twin":
+            return self.stop_twin(fault.target)
         if fault.kind == "drop-ws":
             return None
         return await self.calm(fault.target)

@@ -163,7 +163,8 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
              max_ops: int = 20000) -> Figure:
     """Jepsen's timeline: one lane per process, one bar per operation from invoke to completion coloured
     by outcome (ok / fail / info / pending), and the nemesis's faults as shaded bands across every lane
-    from their start to their end. *highlight*: keys whose operations get a red edge (e.g. lost writes).
+    from their start to their end (a fault that could not be applied: a line). *highlight*: keys whose
+    operations get a red edge (e.g. lost writes).
     """
     ops = [r for r in history.operations() if r["process"] != "nemesis"][-max_ops:]
     faults = history.faults()
@@ -191,6 +192,8 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     for f in faults:
         colour = kinds.setdefault(f["kind"], FAULT_COLOURS[len(kinds) % len(FAULT_COLOURS)])
         end = f["end"] if f["end"] is not None else end_of_run
+        if f["type"] != "ok":  # a fault that could not be applied (a twin refused to start) lasted nothing
+            end = f["start"]
         if end - f["start"] < end_of_run / 400:
             ax.axvline(f["start"], color=colour, lw=1.5)
         else:
@@ -204,5 +207,47 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     ax.set_xlabel("seconds since the history started")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def version_clock(history: Any, *, f: str = "write", title: str = "Version clocks") -> Figure:
+    """Each acknowledged *f*'s version, its wall component (``wall_ms`` of ``wall_ms.logical.node``)
+    against the real time it was acknowledged, one colour per node that took it: a node whose clock is
+    behind draws a line below the others (both axes in seconds since the history started)."""
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    by_node: dict[str, tuple[list[float], list[float]]] = {}
+    for r in history.operations(f=f):
+        if r["type"] != "ok" or not r["version"]:
+            continue
+        xs, ys = by_node.setdefault(r["node"], ([], []))
+        xs.append(r["complete_wall"] - history.wall0)
+        ys.append(int(str(r["version"]).split(".", 1)[0]) / 1000.0 - history.wall0)
+    for i, (node, (xs, ys)) in enumerate(sorted(by_node.items())):
+        ax.scatter(xs, ys, s=8, color=FAULT_COLOURS[i % len(FAULT_COLOURS)] if i else "#4c72b0",
+                   label=f"through {node} ({len(xs)})")
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], color="#999999", lw=0.8, ls="--", label="version = real time")
+    ax.set_xlabel("acknowledged at (real time, s)")
+    ax.set_ylabel("version's wall component (s)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
+          title: str, hline: tuple[str, float] | None = None) -> Figure:
+    """One marked line per named (xs, ys) series, and an optional labelled horizontal bound."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker="o", label=name)
+    if hline is not None:
+        ax.axhline(hline[1], color=HIGHLIGHT, lw=1, ls="--", label=hline[0])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig

@@ -10,6 +10,7 @@ outcome rule (:func:`~workbook.kvcluster.kv_outcome`, :func:`~workbook.rpcclient
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 from kvstore.client import AsyncKVClient, KeyNotFound
 
 from workbook import checkers
+from workbook._exceptions import ConditionTimeout, ServiceError
 from workbook.history import History, Op
 from workbook.kvcluster import KVCluster, kv_outcome, kv_result
 from workbook.nemesis import Nemesis
+from workbook.waiting import wait_until
 
 # -- KV ----------------------------------------------------------------------------------------------------
 
@@ -91,18 +94,29 @@ async def write_register(cluster: KVCluster, history: History, *, key: str, writ
 
 
 async def read_all(cluster: KVCluster, node: str, keys: Iterable[str], *, concurrency: int = 16,
-                   call_timeout: float = 5.0) -> dict[str, str | None]:
-    """Read every key from *node*: key → value (None when not found)."""
+                   call_timeout: float = 5.0, history: History | None = None, process: str = "reader",
+                   carry_version: bool = True) -> dict[str, str | None]:
+    """Read every key from *node*: key → value (None when not found). With *history*, each read is
+    recorded (processes ``{process}-0`` … per concurrent reader; one ``process`` when *concurrency* is 1).
+    *carry_version* False: a plain client that does not send the highest version it has seen."""
     out: dict[str, str | None] = {}
     todo = list(keys)
-    async with AsyncKVClient(cluster.address(node), timeout=call_timeout) as c:
-        async def reader(part: list[str]) -> None:
+    async with AsyncKVClient(cluster.address(node), timeout=call_timeout, carry_version=carry_version) as c:
+        async def reader(r: int, part: list[str]) -> None:
+            name = process if concurrency == 1 else f"{process}-{r}"
             for k in part:
-                try:
-                    out[k] = (await c.get(k)).text
-                except KeyNotFound:
-                    out[k] = None
-        await asyncio.gather(*(reader(todo[i::concurrency]) for i in range(concurrency)))
+                if history is None:
+                    try:
+                        out[k] = (await c.get(k)).text
+                    except KeyNotFound:
+                        out[k] = None
+                    continue
+                done = await history.record(name, "read", lambda k=k: c.get(k), node=node, key=k,
+                                            outcome=kv_outcome("read"), result=kv_result)
+                if done.type != "ok":
+                    raise ServiceError(f"read of {k!r} from {node} failed: {done.error}")
+                out[k] = done.value
+        await asyncio.gather(*(reader(r, todo[r::concurrency]) for r in range(concurrency)))
     return out
 
 
@@ -149,6 +163,178 @@ async def crash_cycle(cluster: KVCluster, *, node: str, acks_before_kill: int, w
             "lost_ms_before_kill": [round((kill["wall"] - t) * 1000, 1) for t in check["lost_ack_walls"]]}
 
 
+async def write_keys(cluster: KVCluster, history: History, values: dict[str, str], *, nodes: Sequence[str],
+                     concurrency: int = 4, process: str = "w", call_timeout: float = 5.0) -> dict[str, str]:
+    """Put each key → value of *values* (round-robin over *nodes*, *concurrency* workers named
+    ``{process}{i}``), recording every put; returns the versions of those acknowledged (key → version)."""
+    todo = list(values)
+    versions: dict[str, str] = {}
+    clients = {n: AsyncKVClient(cluster.address(n), timeout=call_timeout) for n in nodes}
+
+    async def worker(w: int) -> None:
+        for i, k in enumerate(todo[w::concurrency]):
+            node = nodes[(w + i) % len(nodes)]
+            done = await history.record(f"{process}{w}", "write",
+                                        lambda c=clients[node], k=k: c.put(k, values[k]), node=node, key=k,
+                                        value=values[k], outcome=kv_outcome("write"), result=kv_result)
+            if done.type == "ok":
+                versions[k] = done.version
+
+    try:
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        for c in clients.values():
+            await c.close()
+    return versions
+
+
+async def converges_within(cluster: KVCluster, bound: float,
+                           nodes: Iterable[str] | None = None) -> float | None:
+    """Seconds until every (given) node holds the same contents, or None when not within *bound*."""
+    try:
+        return await cluster.wait_converged(bound, nodes=nodes)
+    except ConditionTimeout:
+        return None
+
+
+def _holders(reads: dict[str, dict[str, str | None]], key: str, expected: str) -> dict[str, Any]:
+    """Who holds *key*: node → value read (None: NOT_FOUND; "(down)": not read, the node was down)."""
+    held = {node: ("(down)" if got is None else got.get(key)) for node, got in reads.items()}
+    return held | {"expected": expected}
+
+
+async def partial_failure(cluster: KVCluster, history: History, nemesis: Nemesis, *, node: str, writes: int,
+                          writers: int, prefix: str, link_delay: float,
+                          converge_timeout: float = 30.0) -> dict[str, Any]:
+    """kv-03's round: *writes* unique keys through *node* at full speed; then *node*'s links get
+    *link_delay* (its replication traffic is slow, so the window after an acknowledgement is ours), one
+    more put ("the write") goes through it, and *node* gets ``kill -9`` right after that acknowledgement.
+    Every acknowledged key is read from the survivors while *node* is down, and from every node after
+    it restarts (links healed). Returns the acknowledgement, the per-node holders and the missing keys."""
+    others = [n for n in cluster.names if n != node]
+    await write_unique(cluster, history, nodes=[node], prefix=prefix, count=writes, concurrency=writers)
+    nemesis.delay(node, link_delay)
+    the_key = f"{prefix}-the-write"
+    async with AsyncKVClient(cluster.address(node)) as c:
+        t0 = time.monotonic()
+        done = await history.record("writer", "write", lambda: c.put(the_key, "acked"), node=node,
+                                    key=the_key, value="acked", outcome=kv_outcome("write"),
+                                    result=lambda r: (r.replicas, kv_result(r)[1]))
+        ack_s = time.monotonic() - t0
+        kill_t = nemesis.kill(node)  # right after the acknowledgement, before anything else is sent
+    if done.type != "ok":
+        raise ServiceError(f"the write through {node} was not acknowledged: {done.error}")
+    replicas = done.value
+    acked = {r["key"] for r in history.operations(f="write") if r["type"] == "ok"
+             and str(r["key"]).startswith(f"{prefix}-")}
+    await cluster.wait_converged(converge_timeout, nodes=others)
+    down = {n: None for n in cluster.names}
+    for n in others:
+        down[n] = await read_all(cluster, n, sorted(acked), history=history, process=f"read-{n}",
+                                 concurrency=4)
+    nemesis.heal()
+    await nemesis.restart(node)
+    await cluster.wait_converged(converge_timeout)
+    after = {n: await read_all(cluster, n, sorted(acked)) for n in cluster.names}
+    missing_down = {n: sorted(k for k in acked if down[n][k] is None) for n in others}
+    missing_after = {n: sorted(k for k in acked if after[n][k] is None) for n in cluster.names}
+    return {"key": the_key, "ack_s": ack_s, "replicas": replicas, "kill_t": kill_t,
+            "acknowledged": len(acked), "holders_down": _holders(down, the_key, "acked"),
+            "holders_after": _holders(after, the_key, "acked"), "missing_down": missing_down,
+            "missing_after": missing_after}
+
+
+async def partition_round(cluster: KVCluster, history: History, nemesis: Nemesis, *, node: str, writes: int,
+                          through: Sequence[str], prefix: str, bound: float,
+                          writers: int = 4) -> dict[str, Any]:
+    """kv-04's round: cut *node* off (its process keeps running), write *writes* unique keys through
+    *through*, heal, and measure the seconds from the heal until every node holds the same contents
+    (None if not within *bound*). Then read every key from *node*: the stale ones are listed."""
+    nemesis.cut(node)
+    for n in through:
+        await cluster.wait_peers(n, len(cluster.names) - 2)  # the cut is in force on both sides
+    await write_unique(cluster, history, nodes=list(through), prefix=prefix, count=writes,
+                       concurrency=writers)
+    keys = sorted(r["key"] for r in history.operations(f="write")
+                  if r["type"] == "ok" and str(r["key"]).startswith(f"{prefix}-"))
+    healed = time.monotonic()
+    nemesis.heal()
+    await cluster.wait_peers(node, len(cluster.names) - 1)
+    seconds = await converges_within(cluster, max(0.0, bound - (time.monotonic() - healed)))
+    seconds = None if seconds is None else time.monotonic() - healed
+    on_node = await read_all(cluster, node, keys)
+    return {"writes": len(keys), "seconds": seconds, "keys": keys,
+            "stale": sorted(k for k, v in on_node.items() if v != k),
+            "digests": {r["name"]: r["digest"] for r in await cluster.status()}}
+
+
+async def stale_read_round(cluster: KVCluster, history: History, nemesis: Nemesis, *, node: str,
+                           keys: Sequence[str], value: str, via: str, catch_up_delay: float,
+                           writers: int = 4, session: str = "session",
+                           converge_timeout: float = 30.0) -> dict[str, Any]:
+    """kv-06's round: *node* is killed; *keys* get *value* through *via* while it is down; one client
+    session reads them back from *via*, then *node* restarts with slow links (*catch_up_delay*: its
+    catch-up takes a while) and the same session reads every key from it the moment it is SERVING.
+    Returns what the session read from *node*, the stale keys, and the versions written."""
+    nemesis.kill(node)
+    versions = await write_keys(cluster, history, {k: value for k in keys}, nodes=[via], concurrency=writers)
+    await read_all(cluster, via, keys, history=history, process=session, concurrency=1, carry_version=False)
+    nemesis.delay(node, catch_up_delay)
+    await nemesis.restart(node)  # returns as soon as the node reports SERVING
+    got = await read_all(cluster, node, keys, history=history, process=session, concurrency=1,
+                         carry_version=False)
+    nemesis.heal()
+    await cluster.wait_converged(converge_timeout)
+    return {"read": got, "stale": sorted(k for k in keys if got[k] != value), "versions": versions}
+
+
+async def restart_all_round(cluster: KVCluster, history: History, nemesis: Nemesis, *,
+                            expected: dict[str, str], how: str, hold_window: float,
+                            ready_timeout: float = 30.0) -> dict[str, Any]:
+    """kv-02's round: every node goes down (*how*: ``stop`` = SIGTERM, ``kill`` = SIGKILL) and starts
+    again while its store is held (a slow disk: recovery cannot finish); each node is read the moment
+    its health service reports SERVING (watched, not polled), while held if it says SERVING then, and
+    again once the stores are let go. Returns ``rows`` (one per node: what was read against *expected*)
+    and ``reads`` (node → when → key → value read)."""
+    for n in cluster.names:
+        getattr(nemesis, how)(n)
+    rows = {n: {"node": n, "signal": "SIGTERM" if how == "stop" else "SIGKILL"} for n in cluster.names}
+    reads: dict[str, dict[str, dict[str, str | None]]] = {n: {} for n in cluster.names}
+    keys = sorted(expected)
+
+    def score(got: dict[str, str | None]) -> dict[str, int]:
+        return {"right": sum(got[k] == expected[k] for k in keys),
+                "NOT_FOUND": sum(got[k] is None for k in keys),
+                "other value": sum(got[k] is not None and got[k] != expected[k] for k in keys)}
+
+    async def read_when_serving(n: str, within: float, when: str) -> None:
+        try:
+            seconds = await cluster.watch_serving(n, within)
+        except ConditionTimeout:
+            rows[n][f"SERVING {when}"] = False
+            return
+        got = await read_all(cluster, n, keys, history=history, process=f"read-{n}", concurrency=1)
+        reads[n][when] = got
+        rows[n][f"SERVING {when}"] = True
+        rows[n][f"{when}: after s"] = round(seconds, 3)
+        rows[n].update({f"{when}: {k}": v for k, v in score(got).items()})
+
+    with contextlib.ExitStack() as held:
+        for n in cluster.names:
+            held.enter_context(cluster.hold_store_writer(n))
+        seen = {n: len(cluster[n].logs()) for n in cluster.names}  # the log file is appended across restarts
+        for n in cluster.names:
+            await nemesis.restart(n, wait=False)
+        for n in cluster.names:
+            await wait_until(lambda n=n: any(r["event"] == "store.opening"
+                                             for r in cluster[n].logs()[seen[n]:]),
+                             ready_timeout, f"{n} starts opening its store")
+        await asyncio.gather(*(read_when_serving(n, hold_window, "while store held") for n in cluster.names))
+    await asyncio.gather(*(read_when_serving(n, ready_timeout, "after release") for n in cluster.names))
+    await cluster.wait_connected(ready_timeout)
+    return {"rows": list(rows.values()), "reads": reads}
+
+
 # -- RPC ---------------------------------------------------------------------------------------------------
 
 
@@ -193,4 +379,6 @@ async def request_stream(client: Any, method: str = "eth_blockNumber", params: S
     return sent
 
 
-__all__ = ["crash_cycle", "present_anywhere", "read_all", "request_stream", "write_register", "write_unique"]
+__all__ = ["converges_within", "crash_cycle", "partial_failure", "partition_round", "present_anywhere",
+           "read_all", "request_stream", "restart_all_round", "stale_read_round", "write_keys",
+           "write_register", "write_unique"]
