@@ -141,6 +141,16 @@ class ProxyObserver:
 
         return await wait_until(judged, timeout, f"{name} {'healthy' if healthy else 'unhealthy'}")
 
+    async def wait_blocks(self, count: int, timeout: float = 60.0) -> float:  # noqa: ASYNC109
+        """Wait until the chain head the proxy sees has advanced *count* blocks from now (time passing
+        in blocks, so a step lasts as many blocks in ci as in production)."""
+        start = (await self.status())["chain_head"] or 0
+
+        async def advanced() -> bool:
+            return ((await self.status())["chain_head"] or 0) >= start + count
+
+        return await wait_until(advanced, timeout, f"{count} more blocks after {start}", poll=0.05)
+
     async def moves_by_reason(self, outcome: str = "ok") -> dict[str, int]:
         """Completed session moves per reason (initial, unhealthy, upstream_closed, failback): /metrics."""
         rows = samples(await self.metrics(), "rpcproxy_ws_moves_total", outcome=outcome)

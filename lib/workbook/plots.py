@@ -178,13 +178,18 @@ def counts_over_time(rows: Sequence[Mapping[str, Any]], *, panel: str, line: str
     frame = pd.DataFrame(list(rows))
     panels = list(dict.fromkeys(frame[panel])) if len(frame) else ["(none)"]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True, squeeze=False)
+    values = sorted({v for v in frame[line] if v != highlight}) if len(frame) else []
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red is the highlight
+    colour = {v: palette[i % len(palette)] for i, v in enumerate(values)}
+    colour[highlight] = HIGHLIGHT
+    end = max([float(frame["t"].max()) if len(frame) else 0.0] + [t for _l, t in marks])
     for ax, name in zip(axes[:, 0], panels, strict=True):
         mine = frame[frame[panel] == name] if len(frame) else frame
-        for value in dict.fromkeys(mine[line]) if len(mine) else []:
+        for value in [v for v in [*values, highlight] if len(mine) and v in set(mine[line])]:
             ts = sorted(mine[mine[line] == value]["t"])
             hot = value == highlight
-            ax.step(ts, range(1, len(ts) + 1), where="post", lw=2 if hot else 1.3,
-                    color=HIGHLIGHT if hot else None, ls="--" if hot else "-", label=f"{value} ({len(ts)})")
+            ax.step([*ts, end], [*range(1, len(ts) + 1), len(ts)], where="post", lw=2 if hot else 1.3,
+                    color=colour[value], ls="--" if hot else "-", label=f"{value} ({len(ts)})")
         _mark(ax, marks, spans)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{name}", fontsize=9, loc="left")
