@@ -268,7 +268,7 @@ class ProxyWatch:
             since = next(r for r in mine if r["checks_ok"] + r["checks_error"] == total)
             if mine[-1]["t"] - since["t"] >= stale:
                 out.append({"upstream": name, "start": since["t"], "end": mine[-1]["t"],
-                            "seconds": mine[-1]["t"] - since["t"], "outcome": "no answer"})
+                            "seconds": mine[-1]["t"] - since["t"], "outcome": "none completed"})
         return out
 
 

@@ -161,9 +161,11 @@ Spans = Sequence[tuple[str, float, float]]
 
 def _mark(ax: Any, marks: Marks = (), spans: Spans = ()) -> None:
     """Dashed vertical lines at *marks* (label, t) and shaded bands for *spans* (label, start, end)."""
-    for i, (label, start, end) in enumerate(spans):
-        ax.axvspan(start, end, color=FAULT_COLOURS[i % len(FAULT_COLOURS)], alpha=0.25, lw=0,
-                   label=label if label not in [s[0] for s in spans[:i]] else None)
+    colours: dict[str, str] = {}
+    for label, start, end in spans:
+        first = label not in colours
+        colour = colours.setdefault(label, FAULT_COLOURS[len(colours) % len(FAULT_COLOURS)])
+        ax.axvspan(start, end, color=colour, alpha=0.25, lw=0, label=label if first else None)
     for label, t in marks:
         ax.axvline(t, color="black", lw=1, ls="--")
         ax.text(t, 1.0, f" {label}", transform=ax.get_xaxis_transform(), rotation=90, va="top",
@@ -252,9 +254,9 @@ def outcomes_by_send_time(rows: Sequence[Mapping[str, Any]], *, spans: Spans = (
 def checks_and_latency(checks: Sequence[Mapping[str, Any]], requests: Sequence[Mapping[str, Any]], *,
                        spans: Spans = (), marks: Marks = (), title: str = "") -> Figure:
     """Top: each health check as a bar from its start to its end, one lane per upstream, coloured by
-    outcome (ok / error / no answer). Bottom: each request's latency at its send time (``t``,
+    outcome (ok / error / none completed). Bottom: each request's latency at its send time (``t``,
     ``latency``; ``answered`` False drawn as red crosses at the time it was given up)."""
-    colours = {"ok": "#55a868", "error": "#dd8452", "no answer": HIGHLIGHT}
+    colours = {"ok": "#55a868", "error": "#dd8452", "none completed": HIGHLIGHT}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.2), sharex=True,
                                       gridspec_kw={"height_ratios": [1, 1.6]})
     lanes = list(dict.fromkeys(c["upstream"] for c in checks))
