@@ -133,6 +133,14 @@ class ProxyObserver:
 
         return await wait_until(done, timeout, f"sessions made {moves} moves")
 
+    async def wait_in_flight(self, count: int, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        """Wait until the sessions hold at least *count* requests in flight upstream (``/status``)."""
+
+        async def held() -> bool:
+            return sum(s["in_flight"] for s in await self.sessions()) >= count
+
+        return await wait_until(held, timeout, f"{count} requests in flight upstream")
+
     async def wait_healthy(self, name: str, healthy: bool = True, timeout: float = 15.0) -> float:  # noqa: ASYNC109
         """Wait until the proxy judges upstream *name* healthy (or, with *healthy* False, unhealthy)."""
 
