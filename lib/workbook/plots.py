@@ -204,7 +204,8 @@ def counts_over_time(rows: Sequence[Mapping[str, Any]], *, panel: str, line: str
 
 def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str, group: str,
                     marks: Marks = (), spans: Spans = (), title: str = "", ylabel: str = "",
-                    step: bool = True, dots: bool = False, logy: bool = False) -> Figure:
+                    step: bool = True, dots: bool = False, logy: bool = False,
+                    ylim: tuple[float, float] | None = None) -> Figure:
     """One line (or dots) per value of *group*: *y* against ``t``, with marks and shaded spans."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     fig, ax = plt.subplots(figsize=(10, 3.4))
@@ -219,6 +220,8 @@ def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str,
     _mark(ax, marks, spans)
     if logy:
         ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel("seconds since the history started")
     ax.set_ylabel(ylabel or y)
     ax.set_title(title)

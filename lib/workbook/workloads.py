@@ -10,6 +10,7 @@ outcome rule (:func:`~workbook.kvcluster.kv_outcome`, :func:`~workbook.rpcclient
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -277,15 +278,16 @@ async def request_streams(clients: Iterable[Any], method: str = "eth_blockNumber
 
 def share_over_time(history: History, *, bin_seconds: float, group: Callable[[dict[str, Any]], str],
                     f: str | None = None) -> list[dict[str, Any]]:
-    """Per time bin (by send time) and group: requests sent, answered (ok/fail), unanswered (info or
-    pending) and the unanswered share. *group* maps an operation row to its group (e.g. client kind)."""
+    """Per time bin (by send time; ``t`` is the bin's middle) and group: requests sent, answered
+    (ok/fail), unanswered (info or pending) and the unanswered share. *group* maps an operation row to
+    its group (e.g. the client kind)."""
     bins: dict[tuple[int, str], dict[str, Any]] = {}
     for row in history.operations(f=f):
         if row["process"] == "nemesis":
             continue
         key = (int(row["invoke_time"] // bin_seconds), group(row))
-        b = bins.setdefault(key, {"t": key[0] * bin_seconds, "group": key[1], "sent": 0, "answered": 0,
-                                  "unanswered": 0})
+        b = bins.setdefault(key, {"t": (key[0] + 0.5) * bin_seconds, "group": key[1], "sent": 0,
+                                  "answered": 0, "unanswered": 0})
         b["sent"] += 1
         b["answered" if row["type"] in ("ok", "fail") else "unanswered"] += 1
     out = sorted(bins.values(), key=lambda b: (b["group"], b["t"]))
@@ -294,6 +296,26 @@ def share_over_time(history: History, *, bin_seconds: float, group: Callable[[di
     return out
 
 
-__all__ = ["FIVE_SUBSCRIPTIONS", "TRANSFER_TOPIC", "crash_cycle", "force_move", "notification_rows",
-           "present_anywhere", "read_all", "request_stream", "request_streams", "share_over_time",
-           "subscribe_clients", "subscription_label", "write_register", "write_unique"]
+def latency_over_time(history: History, *, bin_seconds: float, group: Callable[[dict[str, Any]], str],
+                      f: str | None = None, quantiles: Sequence[float] = (0.5, 0.99)) -> list[dict[str, Any]]:
+    """Per time bin (by send time) and group: latency quantiles (seconds) of the answered (ok)
+    requests, one row per quantile (``t``, ``series`` = "group p50", ``latency``)."""
+    bins: dict[tuple[int, str], list[float]] = {}
+    for row in history.operations(f=f):
+        if row["process"] == "nemesis" or row["type"] != "ok":
+            continue
+        key = (int(row["invoke_time"] // bin_seconds), group(row))
+        bins.setdefault(key, []).append(row["complete_time"] - row["invoke_time"])
+    out = []
+    for (b, name), values in sorted(bins.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ordered = sorted(values)
+        for q in quantiles:
+            value = ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+            out.append({"t": (b + 0.5) * bin_seconds, "series": f"{name} p{round(q * 100)}", "latency": value,
+                        "count": len(values)})
+    return out
+
+
+__all__ = ["FIVE_SUBSCRIPTIONS", "TRANSFER_TOPIC", "crash_cycle", "force_move", "latency_over_time",
+           "notification_rows", "present_anywhere", "read_all", "request_stream", "request_streams",
+           "share_over_time", "subscribe_clients", "subscription_label", "write_register", "write_unique"]
