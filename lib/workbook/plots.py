@@ -209,12 +209,13 @@ def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str,
     """One line (or dots) per value of *group*: *y* against ``t``, with marks and shaded spans."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     fig, ax = plt.subplots(figsize=(10, 3.4))
+    end = float(frame["t"].max()) if len(frame) else 0.0
     for value in dict.fromkeys(frame[group]) if len(frame) else []:
         mine = frame[frame[group] == value].sort_values("t")
         if dots:
             ax.scatter(mine["t"], mine[y], s=6, label=str(value))
-        elif step:
-            ax.step(mine["t"], mine[y], where="post", lw=1.6, label=str(value))
+        elif step:  # a state holds until the next sample: draw the last one to the end of the picture
+            ax.step([*mine["t"], end], [*mine[y], mine[y].iloc[-1]], where="post", lw=1.6, label=str(value))
         else:
             ax.plot(mine["t"], mine[y], lw=1.4, marker="o", ms=3, label=str(value))
     _mark(ax, marks, spans)
