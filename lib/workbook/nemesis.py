@@ -138,6 +138,7 @@ class Nemesis:
                  *, lasting: bool = True) -> float:
         done = self.history.complete(op, "ok", dict(params or {}))
         if lasting:
+            self._end(kind, target, "replaced")  # a knob set again replaces the fault of that kind in force
             self._open[(kind, target)] = key
         self._applied.append({"fault": key, "kind": kind, "target": target, "params": dict(params or {}),
                               "start": done.time, "end": None if lasting else done.time})

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import matplotlib
 import pytest
-from workbook import History, checkers, plots, workloads
+from workbook import History, Nemesis, checkers, plots, workloads
 from workbook.ethstack import ProxyWatch
 from workbook.history import Op
 from workbook.rpcclient import Frame
@@ -110,3 +110,17 @@ def test_the_rpc_pictures_draw_from_plain_rows() -> None:
     assert all(len(f.axes) >= 1 for f in figures)
     legend = figures[1].axes[0].get_legend().get_texts()
     assert [t.get_text() for t in legend].count("window") == 1  # one legend entry per span label
+
+
+async def test_a_knob_set_again_replaces_the_fault_of_that_kind() -> None:
+    class Admin:
+        async def set(self, **knobs: object) -> None:
+            pass
+
+    h = History()
+    nemesis = Nemesis(h, eth=SimpleNamespace(admin=lambda name: Admin()))
+    await nemesis.fail("el1", ["eth_blockNumber"])
+    await nemesis.fail("el1", ["eth_blockNumber"], fraction=0.25)
+    faults = h.faults()
+    assert [(f["kind"], f["end"] is not None) for f in faults] == [("fail", True), ("fail", False)]
+    assert faults[0]["end"] >= faults[1]["start"]  # the first held until the second was in force
