@@ -143,11 +143,15 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 
 def latency(history: History, split: float, *, f: str | None = None,
-            quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, Any]:
+            quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+            exclude: tuple[float, float] | None = None) -> dict[str, Any]:
     """Latency quantiles (seconds) of the ok operations invoked before and after history time *split*,
-    and their same-run ratios (after / before). ``valid`` when both sides have operations."""
+    and their same-run ratios (after / before). ``valid`` when both sides have operations. Operations
+    invoked within *exclude* (start, end), e.g. the fault itself, count on neither side."""
     sides: dict[str, list[float]] = {"before": [], "after": []}
     for row in history.operations(f=f):
+        if exclude is not None and exclude[0] <= row["invoke_time"] < exclude[1]:
+            continue
         if row["type"] == "ok" and row["process"] != "nemesis":
             side = "before" if row["invoke_time"] < split else "after"
             sides[side].append(row["complete_time"] - row["invoke_time"])

@@ -12,6 +12,7 @@ delay or blackhole one upstream while every process keeps running. In English::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -131,6 +132,152 @@ class ProxyObserver:
             return bool(details) and all(s["moves"] >= moves and not s["moving"] for s in details)
 
         return await wait_until(done, timeout, f"sessions made {moves} moves")
+
+    async def wait_in_flight(self, count: int, timeout: float = 10.0) -> float:  # noqa: ASYNC109
+        """Wait until the sessions hold at least *count* requests in flight upstream (``/status``)."""
+
+        async def held() -> bool:
+            return sum(s["in_flight"] for s in await self.sessions()) >= count
+
+        return await wait_until(held, timeout, f"{count} requests in flight upstream")
+
+    async def wait_healthy(self, name: str, healthy: bool = True, timeout: float = 15.0) -> float:  # noqa: ASYNC109
+        """Wait until the proxy judges upstream *name* healthy (or, with *healthy* False, unhealthy)."""
+
+        async def judged() -> bool:
+            return bool((await self.node_health(name))["healthy"]) is healthy
+
+        return await wait_until(judged, timeout, f"{name} {'healthy' if healthy else 'unhealthy'}")
+
+    async def wait_blocks(self, count: int, timeout: float = 60.0) -> float:  # noqa: ASYNC109
+        """Wait until the chain head the proxy sees has advanced *count* blocks from now (time passing
+        in blocks, so a step lasts as many blocks in ci as in production)."""
+        start = (await self.status())["chain_head"] or 0
+
+        async def advanced() -> bool:
+            return ((await self.status())["chain_head"] or 0) >= start + count
+
+        return await wait_until(advanced, timeout, f"{count} more blocks after {start}", poll=0.05)
+
+    async def moves_by_reason(self, outcome: str = "ok") -> dict[str, int]:
+        """Completed session moves per reason (initial, unhealthy, upstream_closed, failback): /metrics."""
+        rows = samples(await self.metrics(), "rpcproxy_ws_moves_total", outcome=outcome)
+        out: dict[str, int] = {}
+        for labels, value in rows:
+            out[labels["reason"]] = out.get(labels["reason"], 0) + int(value)
+        return out
+
+    def watch(self, history: Any = None, period: float = 0.05) -> ProxyWatch:
+        """A sampler of the proxy's /status and /metrics every *period* s (see :class:`ProxyWatch`)."""
+        return ProxyWatch(self, history, period)
+
+
+class ProxyWatch:
+    """Samples a proxy's ``/status`` and ``/metrics`` in the background: sessions, health and checks per
+    upstream over time (history time when a :class:`History` is given, else seconds since start).
+
+        watch = stack.watch(history); watch.start(); ...; await watch.stop()
+        watch.frame()          # one row per (sample, upstream)
+        watch.health_checks()  # one row per completed health check: upstream, start, end, outcome
+    """
+
+    def __init__(self, observer: ProxyObserver, history: Any = None, period: float = 0.05) -> None:
+        self.observer = observer
+        self.history = history
+        self.period = period
+        self.rows: list[dict[str, Any]] = []
+        self._wall0 = time.time()
+        self._task: asyncio.Task[None] | None = None
+        self.errors = 0
+
+    def _t(self, wall: float) -> float:
+        return self.history.at(wall) if self.history is not None else wall - self._wall0
+
+    async def sample(self) -> None:
+        """Take one sample now."""
+        status, families = await asyncio.gather(self.observer.status(), self.observer.metrics())
+        wall = time.time()
+        per: dict[str, dict[str, Any]] = {}
+        for node in status["nodes"]:
+            per[node["name"]] = {"healthy": bool(node["healthy"]),
+                                 "consecutive_failures": node.get("consecutive_failures", 0)}
+        for name in per:
+            row = per[name]
+            row["sessions"] = sum(v for _l, v in samples(families, "rpcproxy_ws_sessions", upstream=name))
+            row["checks_ok"] = sum(v for _l, v in samples(families, "rpcproxy_health_checks_total",
+                                                        upstream=name, outcome="ok"))
+            row["checks_error"] = sum(v for _l, v in samples(families, "rpcproxy_health_checks_total",
+                                                           upstream=name, outcome="error"))
+            row["check_seconds"] = sum(v for _l, v in samples(
+                families, "rpcproxy_health_check_duration_seconds_sum", upstream=name))
+        moves = sum(v for _l, v in samples(families, "rpcproxy_ws_moves_total", outcome="ok"))
+        for name, row in per.items():
+            self.rows.append({"t": self._t(wall), "wall": wall, "upstream": name, "rounds": status["rounds"],
+                              "moves": moves, **row})
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                self.errors += 1  # the proxy is busy or gone: a gap in the samples, not a failure
+            await asyncio.sleep(self.period)  # the sampling rate, not a synchronisation
+
+    def start(self) -> ProxyWatch:
+        """Start sampling in the background (returns self)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="proxy-watch")
+        return self
+
+    async def stop(self) -> None:
+        """Stop sampling and wait for the sampler to end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def frame(self) -> Any:
+        """The samples as a DataFrame: t, wall, upstream, sessions, healthy, checks_ok, checks_error, ..."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        """Completed health checks per upstream, derived from the counters: a check ended between two
+        samples when its counter moved; it took the growth of the check-duration sum (so it started
+        that long before the sample). Exact while samples are closer than one health interval."""
+        out: list[dict[str, Any]] = []
+        last: dict[str, dict[str, Any]] = {}
+        for row in self.rows:
+            prev = last.get(row["upstream"])
+            last[row["upstream"]] = row
+            if prev is None:
+                continue
+            ok = row["checks_ok"] - prev["checks_ok"]
+            err = row["checks_error"] - prev["checks_error"]
+            done = int(ok + err)
+            if done <= 0:
+                continue
+            seconds = (row["check_seconds"] - prev["check_seconds"]) / done
+            for outcome, n in (("ok", ok), ("error", err)):
+                for _ in range(int(n)):
+                    out.append({"upstream": row["upstream"], "start": row["t"] - seconds, "end": row["t"],
+                                "seconds": seconds, "outcome": outcome})
+        return out
+
+    def open_checks(self, stale: float) -> list[dict[str, Any]]:
+        """Per upstream whose check count has not moved for at least *stale* seconds up to the last
+        sample: a check still running (start: the first sample after its last completed check)."""
+        out: list[dict[str, Any]] = []
+        for name in dict.fromkeys(r["upstream"] for r in self.rows):
+            mine = [r for r in self.rows if r["upstream"] == name]
+            total = mine[-1]["checks_ok"] + mine[-1]["checks_error"]
+            since = next(r for r in mine if r["checks_ok"] + r["checks_error"] == total)
+            if mine[-1]["t"] - since["t"] >= stale:
+                out.append({"upstream": name, "start": since["t"], "end": mine[-1]["t"],
+                            "seconds": mine[-1]["t"] - since["t"], "outcome": "none completed"})
+        return out
 
 
 
@@ -269,6 +416,21 @@ class EthStack(ProxyObserver):
                     rows.append({"ts": rec["ts"], "src": PROXY, "dst": PROXY, "kind": "move",
                                  "label": f"move {rec.get('from_upstream')} → {rec.get('to_upstream')} "
                                           f"({rec.get('reason')})", "highlight": False})
+        return rows
+
+    def move_log(self, history: Any = None, *, initial: bool = False) -> list[dict[str, Any]]:
+        """Every completed session move from the proxy's log (``ws.moved``): session, reason, from, to,
+        and its window (``start`` = when the move began, ``end`` = when the session was attached),
+        in history time when *history* is given, else unix time. The first attach only with *initial*."""
+        at = history.at if history is not None else (lambda wall: wall)
+        rows = []
+        for rec in (self.proxy.logs() if self.proxy is not None else []):
+            if rec.get("event") != "ws.moved" or (rec.get("reason") == "initial" and not initial):
+                continue
+            rows.append({"session": rec.get("session"), "reason": rec.get("reason"),
+                         "from": rec.get("from_upstream"), "to": rec.get("to_upstream"),
+                         "start": at(rec["ts"] - rec.get("seconds", 0.0)), "end": at(rec["ts"]),
+                         "queued": rec.get("queued"), "resent": rec.get("resent")})
         return rows
 
     def logs(self) -> Any:

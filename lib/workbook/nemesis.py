@@ -140,6 +140,7 @@ class Nemesis:
                  *, lasting: bool = True) -> float:
         done = self.history.complete(op, "ok", dict(params or {}))
         if lasting:
+            self._end(kind, target, "replaced")  # a knob set again replaces the fault of that kind in force
             self._open[(kind, target)] = key
         self._applied.append({"fault": key, "kind": kind, "target": target, "params": dict(params or {}),
                               "start": done.time, "end": None if lasting else done.time})
@@ -276,10 +277,12 @@ class Nemesis:
             raise NemesisError("elnode faults need an Ethereum stack")
         return self.eth.admin(name)
 
-    async def slow(self, name: str, delay: float) -> float:
-        """*name* answers every method *delay* seconds late."""
-        return await self._aapply("slow", name, {"delay": delay},
-                                  lambda: self._admin(name).set(delay={"*": delay}))
+    async def slow(self, name: str, delay: float, methods: Sequence[str] = ("*",)) -> float:
+        """*name* answers *methods* (default: every method) *delay* seconds late."""
+        knob = {m: delay for m in methods}
+        params: dict[str, Any] = {"delay": delay} if list(methods) == ["*"] else {"delay": delay,
+                                                                                  "methods": list(methods)}
+        return await self._aapply("slow", name, params, lambda: self._admin(name).set(delay=knob))
 
     async def fail(self, name: str, methods: Sequence[str] = ("*",), fraction: float = 1.0) -> float:
         """*name* fails *methods* (a JSON-RPC error) for the given *fraction* of calls."""
@@ -324,7 +327,7 @@ class Nemesis:
         if fault.kind == "twin":
             return await self.twin(t)
         if fault.kind == "slow":
-            return await self.slow(t, p.get("delay", 0.5))
+            return await self.slow(t, p.get("delay", 0.5), p.get("methods", ["*"]))
         if fault.kind == "fail":
             return await self.fail(t, p.get("methods", ["*"]), p.get("fraction", 1.0))
         if fault.kind == "lag":

@@ -155,6 +155,142 @@ def metric_bars(values: Mapping[str, float], *, title: str, ylabel: str = "") ->
     return fig
 
 
+Marks = Sequence[tuple[str, float]]
+Spans = Sequence[tuple[str, float, float]]
+
+
+def _mark(ax: Any, marks: Marks = (), spans: Spans = ()) -> None:
+    """Dashed vertical lines at *marks* (label, t) and shaded bands for *spans* (label, start, end)."""
+    colours: dict[str, str] = {}
+    for label, start, end in spans:
+        first = label not in colours
+        colour = colours.setdefault(label, FAULT_COLOURS[len(colours) % len(FAULT_COLOURS)])
+        ax.axvspan(start, end, color=colour, alpha=0.25, lw=0, label=label if first else None)
+    for label, t in marks:
+        ax.axvline(t, color="black", lw=1, ls="--")
+        ax.text(t, 1.0, f" {label}", transform=ax.get_xaxis_transform(), rotation=90, va="top",
+                ha="right", fontsize=7)
+
+
+def counts_over_time(rows: Sequence[Mapping[str, Any]], *, panel: str, line: str, marks: Marks = (),
+                     spans: Spans = (), highlight: str = "unknown id", title: str = "",
+                     ylabel: str = "received so far") -> Figure:
+    """Cumulative count of events over time (``t``): one panel per value of *panel* (e.g. client), one
+    step line per value of *line* (e.g. subscription); the *highlight* line red and dashed."""
+    frame = pd.DataFrame(list(rows))
+    panels = list(dict.fromkeys(frame[panel])) if len(frame) else ["(none)"]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True, squeeze=False)
+    values = sorted({v for v in frame[line] if v != highlight}) if len(frame) else []
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red is the highlight
+    colour = {v: palette[i % len(palette)] for i, v in enumerate(values)}
+    colour[highlight] = HIGHLIGHT
+    end = max([float(frame["t"].max()) if len(frame) else 0.0] + [t for _l, t in marks])
+    for ax, name in zip(axes[:, 0], panels, strict=True):
+        mine = frame[frame[panel] == name] if len(frame) else frame
+        for value in [v for v in [*values, highlight] if len(mine) and v in set(mine[line])]:
+            ts = sorted(mine[mine[line] == value]["t"])
+            hot = value == highlight
+            ax.step([*ts, end], [*range(1, len(ts) + 1), len(ts)], where="post", lw=2 if hot else 1.3,
+                    color=colour[value], ls="--" if hot else "-", label=f"{value} ({len(ts)})")
+        _mark(ax, marks, spans)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{name}", fontsize=9, loc="left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    axes[-1, 0].set_xlabel("seconds since the history started")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str, group: str,
+                    marks: Marks = (), spans: Spans = (), title: str = "", ylabel: str = "",
+                    step: bool = True, dots: bool = False, logy: bool = False,
+                    ylim: tuple[float, float] | None = None) -> Figure:
+    """One line (or dots) per value of *group*: *y* against ``t``, with marks and shaded spans."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    end = float(frame["t"].max()) if len(frame) else 0.0
+    for value in dict.fromkeys(frame[group]) if len(frame) else []:
+        mine = frame[frame[group] == value].sort_values("t")
+        if dots:
+            ax.scatter(mine["t"], mine[y], s=6, label=str(value))
+        elif step:  # a state holds until the next sample: draw the last one to the end of the picture
+            ax.step([*mine["t"], end], [*mine[y], mine[y].iloc[-1]], where="post", lw=1.6, label=str(value))
+        else:
+            ax.plot(mine["t"], mine[y], lw=1.4, marker="o", ms=3, label=str(value))
+    _mark(ax, marks, spans)
+    if logy:
+        ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel("seconds since the history started")
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+OUTCOME_COLOURS = {"result": "#4c72b0", "error answer": "#dd8452", "no answer": HIGHLIGHT}
+
+
+def outcomes_by_send_time(rows: Sequence[Mapping[str, Any]], *, spans: Spans = (), marks: Marks = (),
+                          title: str = "") -> Figure:
+    """One dot per request at its send time (``t``), on the row of its ``outcome`` (result / error
+    answer / no answer), with the windows shaded."""
+    frame = pd.DataFrame(list(rows))
+    order = [o for o in OUTCOME_COLOURS if len(frame) and o in set(frame["outcome"])]
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    for y, outcome in enumerate(order):
+        mine = frame[frame["outcome"] == outcome]
+        ax.scatter(mine["t"], [y] * len(mine), s=10, color=OUTCOME_COLOURS[outcome],
+                   label=f"{outcome} ({len(mine)})")
+    _mark(ax, marks, spans)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(-0.7, max(len(order), 1) - 0.3)
+    ax.set_xlabel("send time, seconds since the history started")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def checks_and_latency(checks: Sequence[Mapping[str, Any]], requests: Sequence[Mapping[str, Any]], *,
+                       spans: Spans = (), marks: Marks = (), title: str = "") -> Figure:
+    """Top: each health check as a bar from its start to its end, one lane per upstream, coloured by
+    outcome (ok / error / none completed). Bottom: each request's latency at its send time (``t``,
+    ``latency``; ``answered`` False drawn as red crosses at the time it was given up)."""
+    colours = {"ok": "#55a868", "error": "#dd8452", "none completed": HIGHLIGHT}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.2), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 1.6]})
+    lanes = list(dict.fromkeys(c["upstream"] for c in checks))
+    for outcome, colour in colours.items():
+        mine = [c for c in checks if c["outcome"] == outcome]
+        for i, name in enumerate(lanes):
+            bars = [(c["start"], max(c["end"] - c["start"], 0.004)) for c in mine if c["upstream"] == name]
+            top.broken_barh(bars, (i - 0.35, 0.7), color=colour, lw=0)
+        top.plot([], [], color=colour, lw=6, label=f"check {outcome} ({len(mine)})")
+    top.set_yticks(range(len(lanes)), lanes)
+    top.set_ylim(-0.7, max(len(lanes), 1) - 0.3)
+    top.set_title("health checks (start → end)", fontsize=9, loc="left")
+    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _mark(top, marks, spans)
+    frame = pd.DataFrame(list(requests))
+    if len(frame):
+        ok = frame[frame["answered"]]
+        lost = frame[~frame["answered"]]
+        bottom.scatter(ok["t"], ok["latency"], s=8, color="#4c72b0", label=f"answered ({len(ok)})")
+        bottom.scatter(lost["t"], lost["latency"], s=18, marker="x", color=HIGHLIGHT,
+                       label=f"no answer, given up ({len(lost)})")
+    _mark(bottom, (), spans)
+    bottom.set_ylabel("request latency, s")
+    bottom.set_xlabel("seconds since the history started")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 TYPE_COLOURS = {"ok": "#4c72b0", "fail": "#dd8452", "info": "#d62728", "pending": "#999999"}
 FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac"]
 

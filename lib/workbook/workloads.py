@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -379,6 +380,130 @@ async def request_stream(client: Any, method: str = "eth_blockNumber", params: S
     return sent
 
 
-__all__ = ["converges_within", "crash_cycle", "partial_failure", "partition_round", "present_anywhere",
-           "read_all", "request_stream", "restart_all_round", "stale_read_round", "write_keys",
-           "write_register", "write_unique"]
+# The seed's five subscriptions of one production connection (rpc-02): heads, two log filters, pending
+# transactions and syncing. TRANSFER_TOPIC is ERC-20 Transfer(address,address,uint256).
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+FIVE_SUBSCRIPTIONS: tuple[tuple[Any, ...], ...] = (
+    ("newHeads",), ("logs", {}), ("logs", {"topics": [TRANSFER_TOPIC]}), ("newPendingTransactions",),
+    ("syncing",))
+
+
+def subscription_label(params: Sequence[Any]) -> str:
+    """A short name for an ``eth_subscribe`` parameter list: ``newHeads``, ``logs {topics: 1}``."""
+    kind, *rest = params
+    if kind == "logs" and rest and isinstance(rest[0], dict) and rest[0]:
+        return "logs " + ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in rest[0].items())
+    return f"{kind} (all)" if kind == "logs" else str(kind)
+
+
+async def subscribe_clients(clients: Iterable[Any], subscriptions: Sequence[Sequence[Any]], *,
+                            first_id: int | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    """Subscribe every client (a ``WsClient``) to each of *subscriptions* (``eth_subscribe`` params),
+    one after another; with *first_id* the requests carry ids first_id, first_id+1, ... (the seed's
+    100, 101, ...), else the client's own. One row per subscription: client, id, label, subscription."""
+    rows = []
+    for client in clients:
+        for i, params in enumerate(subscriptions):
+            req_id = None if first_id is None else first_id + i
+            sub = await client.request("eth_subscribe", list(params), id=req_id, timeout=timeout)
+            rows.append({"client": client.name, "kind": client.kind, "request id": req_id,
+                         "subscription": subscription_label(params), "subscription id": sub})
+    return rows
+
+
+def notification_rows(clients: Iterable[Any], history: History,
+                      labels: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+    """Every subscription notification the clients received, by arrival (history time): client, the
+    subscription id it came under, whether the client holds that id, and its label (*labels*: (client,
+    subscription id) -> name; ids the client does not hold are labelled "unknown id")."""
+    rows = []
+    for client in clients:
+        for frame in client.trace:
+            if frame.direction != "received" or frame.kind not in ("notification-known-sub",
+                                                                  "notification-unknown-sub"):
+                continue
+            sub = frame.message["params"].get("subscription")
+            known = frame.kind == "notification-known-sub"
+            label = (labels or {}).get((client.name, sub), sub) if known else "unknown id"
+            rows.append({"t": history.at(frame.wall), "client": client.name, "subscription id": sub,
+                         "known": known, "subscription": label})
+    return rows
+
+
+async def force_move(stack: Any, nemesis: Nemesis, *, how: str = "kill", node: str = "el1",
+                     to: str = "el2", sessions: int = 1, moves: int | None = None,
+                     timeout: float = 15.0) -> dict[str, Any]:  # noqa: ASYNC109
+    """Make the proxy move its sessions off *node* and wait until they settled: *how* is ``kill`` or
+    ``stop`` (the node dies: *sessions* settle on *to*) or ``drop`` (the node closes its WebSockets; with
+    *moves*, wait until every session has made that many moves, the first attach included, e.g. 3 for
+    the move away and the failback). Returns the fault's history time and seconds until settled."""
+    if how in ("kill", "stop"):
+        at = getattr(nemesis, how)(node)
+    elif how == "drop":
+        at = await nemesis.drop_websockets(node)
+    else:
+        raise ValueError(f"how must be kill, stop or drop, not {how!r}")
+    if moves is not None:
+        await stack.wait_moves(moves, timeout=timeout)
+        settle = await stack.wait_sessions_on(node if how == "drop" else to, count=sessions, timeout=timeout)
+    else:
+        settle = await stack.wait_sessions_on(to, count=sessions, timeout=timeout)
+    return {"fault": how, "node": node, "at": at, "settled": nemesis.history.at(time.time()),
+            "settle_seconds": settle}
+
+
+async def request_streams(clients: Iterable[Any], method: str = "eth_blockNumber", *, rate: float,
+                          duration: float | None = None, stop: asyncio.Event | None = None,
+                          timeout: float = 2.0) -> int:  # noqa: ASYNC109
+    """:func:`request_stream` on every client at once (each at *rate* requests/s, one at a time, as a
+    strict client must); returns how many requests were sent in all."""
+    sent = await asyncio.gather(*(request_stream(c, method, rate=rate, duration=duration, stop=stop,
+                                                 timeout=timeout) for c in clients))
+    return sum(sent)
+
+
+def share_over_time(history: History, *, bin_seconds: float, group: Callable[[dict[str, Any]], str],
+                    f: str | None = None) -> list[dict[str, Any]]:
+    """Per time bin (by send time; ``t`` is the bin's middle) and group: requests sent, answered
+    (ok/fail), unanswered (info or pending) and the unanswered share. *group* maps an operation row to
+    its group (e.g. the client kind)."""
+    bins: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in history.operations(f=f):
+        if row["process"] == "nemesis":
+            continue
+        key = (int(row["invoke_time"] // bin_seconds), group(row))
+        b = bins.setdefault(key, {"t": (key[0] + 0.5) * bin_seconds, "group": key[1], "sent": 0,
+                                  "answered": 0, "unanswered": 0})
+        b["sent"] += 1
+        b["answered" if row["type"] in ("ok", "fail") else "unanswered"] += 1
+    out = sorted(bins.values(), key=lambda b: (b["group"], b["t"]))
+    for b in out:
+        b["unanswered share"] = b["unanswered"] / b["sent"]
+    return out
+
+
+def latency_over_time(history: History, *, bin_seconds: float, group: Callable[[dict[str, Any]], str],
+                      f: str | None = None, quantiles: Sequence[float] = (0.5, 0.99)) -> list[dict[str, Any]]:
+    """Per time bin (by send time) and group: latency quantiles (seconds) of the answered (ok)
+    requests, one row per quantile (``t``, ``series`` = "group p50", ``latency``)."""
+    bins: dict[tuple[int, str], list[float]] = {}
+    for row in history.operations(f=f):
+        if row["process"] == "nemesis" or row["type"] != "ok":
+            continue
+        key = (int(row["invoke_time"] // bin_seconds), group(row))
+        bins.setdefault(key, []).append(row["complete_time"] - row["invoke_time"])
+    out = []
+    for (b, name), values in sorted(bins.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ordered = sorted(values)
+        for q in quantiles:
+            value = ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+            out.append({"t": (b + 0.5) * bin_seconds, "series": f"{name} p{round(q * 100)}", "latency": value,
+                        "count": len(values)})
+    return out
+
+
+__all__ = ["FIVE_SUBSCRIPTIONS", "TRANSFER_TOPIC", "converges_within", "crash_cycle", "force_move",
+           "latency_over_time", "notification_rows", "partial_failure", "partition_round", "present_anywhere",
+           "read_all", "request_stream", "request_streams", "restart_all_round", "share_over_time",
+           "stale_read_round", "subscribe_clients", "subscription_label", "write_keys", "write_register",
+           "write_unique"]
