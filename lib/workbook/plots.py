@@ -291,6 +291,32 @@ def checks_and_latency(checks: Sequence[Mapping[str, Any]], requests: Sequence[M
     return fig
 
 
+def gauge_steps(samples: pd.DataFrame, *, x: str = "t", y: str = "value", series: str = "series",
+                panels: str = "panel", marks: pd.DataFrame | None = None, title: str = "",
+                ylabel: str = "") -> Figure:
+    """A sampled gauge over time as step lines: one panel per value of *panels* (shared y axis), one line
+    per *series*. *marks* (rows with *x*, *panels* and an optional ``label``) draw thin vertical lines,
+    e.g. where each test began."""
+    names = list(dict.fromkeys(samples[panels]))
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, 1.2 + 2.0 * len(names)), sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        rows = samples[samples[panels] == name]
+        for key, group in rows.groupby(series, sort=True):
+            ax.step(group[x], group[y], where="post", lw=1.4, label=str(key))
+        if marks is not None:
+            for t in marks[marks[panels] == name][x]:
+                ax.axvline(t, color="#bbbbbb", lw=0.6, zorder=0)
+        ax.set_title(str(name), fontsize=10, loc="left")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel(x)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 TYPE_COLOURS = {"ok": "#4c72b0", "fail": "#dd8452", "info": "#d62728", "pending": "#999999"}
 FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac"]
 

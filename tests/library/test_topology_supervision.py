@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import threading
@@ -167,6 +168,8 @@ async def test_async_variants_do_not_block_the_loop(run: Run, tiny: list[str]) -
         assert await svc.astop() == 0
     finally:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # the ticker has ended before the test does
 
 
 def test_children_carry_the_death_signal(run: Run, tiny: list[str]) -> None:
