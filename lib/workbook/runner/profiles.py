@@ -121,6 +121,8 @@ def load(name_or_path: str | os.PathLike[str]) -> Profile:
             raise ProfileError(f"{path}: {key} ({meaning}) must be {names}, got {value!r}")
         if isinstance(value, (int, float)) and value < 0:
             raise ProfileError(f"{path}: {key} must not be negative, got {value!r}")
+        if key == "repeat" and value < 1:
+            raise ProfileError(f"{path}: repeat must be at least 1, got {value!r}")
         values[key] = value
     sections = doc.get("notebooks") or {}
     if not isinstance(sections, dict):
@@ -138,5 +140,7 @@ def load(name_or_path: str | os.PathLike[str]) -> Profile:
             if key in GLOBAL_KEYS and not _type_ok(value, GLOBAL_KEYS[key][0]):
                 names = " or ".join(t.__name__ for t in GLOBAL_KEYS[key][0])
                 raise ProfileError(f"{path}: notebooks.{nb_id}.{key} must be {names}, got {value!r}")
+            if key == "repeat" and value < 1:
+                raise ProfileError(f"{path}: notebooks.{nb_id}.repeat must be at least 1, got {value!r}")
         notebooks[str(nb_id)] = dict(section)
     return Profile(path.stem, path, values, notebooks)
