@@ -28,13 +28,10 @@ def _cell_text(row: Mapping[str, Any]) -> str:
 def testcase(row: Mapping[str, Any]) -> TestCase:
     """The testcase of one summary row."""
     case = TestCase(shard.unit(row["id"], row["mode"]), row.get("family", "general"), row["duration"])
-    if row["verdict"] == "fail":
-        result: Failure | Error = Failure(row["message"], "VerdictError")
-    elif row["verdict"] != "pass":
-        result = Error(row["message"], row["verdict"])
-    else:
-        result = None  # type: ignore[assignment]
-    if result is not None:
+    if row["verdict"] != "pass":
+        # the verdict does not hold: a failure; anything that kept the notebook from its verdict: an error
+        fail = row["verdict"] == "fail"
+        result = Failure(row["message"], "VerdictError") if fail else Error(row["message"], row["verdict"])
         result.text = _cell_text(row)
         case.result = [result]
     page = row["paths"].get("html") or row["paths"].get("notebook") or ""
