@@ -65,7 +65,7 @@ def test_notebook_ids_are_unique() -> None:
             catalog.discover(directory)
 
 
-@pytest.mark.parametrize("name", ["ci", "production"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "parameters").glob("*.yaml")))
 def test_profile_sections_name_declared_parameters(name: str) -> None:
     profile = profiles.load(name)
     infos = {i.id: i for i in catalog.discover(NOTEBOOKS)} if NOTEBOOKS.is_dir() else {}

@@ -118,6 +118,8 @@ def test_shipped_profiles_load_with_the_incident_values() -> None:
     ("notebooks:\n  kv-01: [1, 2]\n", "notebooks.kv-01 must be a mapping"),
     ("notebooks:\n  kv-01: {timeout: soon}\n", "notebooks.kv-01.timeout must be int or float"),
     ("timeout: [\n", "cannot read profile"),
+    ("repeat: 0\n", "repeat must be at least 1"),
+    ("notebooks:\n  kv-01: {repeat: 0}\n", "notebooks.kv-01.repeat must be at least 1"),
 ])
 def test_bad_profiles_are_refused_in_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -135,3 +137,32 @@ def test_profile_merges_globals_the_notebook_declares_then_its_section(tmp_path:
     assert prof.parameters_for("rpc-04", {"mode": "fixed", "soak": 1}) == {"soak": 3}
     assert prof.parameters_for("kv-01", {"mode": "fixed", "seed": 0}) == {"seed": 1}
     assert prof.timeout("rpc-04") == 30 and prof.timeout("kv-01") == 60
+
+
+def test_nightly_is_production_plus_chaos_examples_and_repeats() -> None:
+    prod, nightly, ci = profiles.load("production"), profiles.load("nightly"), profiles.load("ci")
+    for key in ("health_interval", "unhealthy_after", "request_rate", "ws_sessions", "soak"):
+        assert nightly.values[key] == prod.values[key], key
+    assert nightly.values["chaos"] == 30 * 60
+    assert nightly.values["examples"] >= 1000 and nightly.values["examples"] > prod.values["examples"]
+    assert nightly.repeat("kv-01") >= 10 and ci.repeat("kv-01") == 1 and prod.repeat("kv-01") == 1
+    assert nightly.timeout("kv-01") > nightly.values["chaos"] + nightly.values["soak"]
+    assert "repeat" not in nightly.parameters_for("kv-01", {"mode": "fixed", "repeat": 1, "chaos": 1.0})
+    assert nightly.parameters_for("kv-01", {"mode": "fixed", "chaos": 1.0})["chaos"] == 1800
+
+
+def test_repeat_comes_from_the_profile_and_the_flag_wins(tmp_path: Path) -> None:
+    from workbook import runner
+    from workbook.runner import catalog
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks"
+    infos = catalog.discover(fixtures)
+    path = tmp_path / "p.yaml"
+    path.write_text("repeat: 3\nnotebooks:\n  fx-nodefect: {repeat: 2}\n")
+    prof = profiles.load(path)
+    jobs, _ = runner.plan(infos, ["fx-pass", "fx-nodefect"], "both", prof, None, None)
+    stems = sorted(j.stem for j in jobs)
+    assert stems == ["fx-nodefect.fixed.r1", "fx-nodefect.fixed.r2"] + [
+        f"fx-pass.{m}.r{r}" for m in ("fixed", "incident") for r in (1, 2, 3)]
+    jobs, _ = runner.plan(infos, ["fx-pass"], "fixed", prof, 1, None)
+    assert [j.stem for j in jobs] == ["fx-pass.fixed"]

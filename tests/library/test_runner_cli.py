@@ -119,6 +119,8 @@ def test_repeat_counts_passes_per_notebook_and_mode(env: dict[str, str], tmp_pat
     assert sorted(r["paths"]["notebook"] for r in doc["results"]) == [
         "fx-nodefect.fixed.r1.ipynb", "fx-nodefect.fixed.r2.ipynb"]
     assert "fx-nodefect/fixed: 2/2 passed" in res.stdout
+    index = (out / "index.html").read_text()  # the site's stability record: passes and the duration spread
+    assert "2/2 passed" in index and "median" in index and index.count('href="fx-nodefect.fixed.r') == 4
 
 
 def test_list_shows_modes_and_defects(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,8 +17,6 @@ from workbook.params import ParameterError, declared_parameters
 MODES = ("fixed", "incident")
 
 
-
-
 @dataclass(frozen=True)
 class NotebookInfo:
     """One notebook of the catalogue."""
@@ -28,6 +26,7 @@ class NotebookInfo:
     source: str
     defects: tuple[str, ...]
     path: Path
+    family: str = "general"  # the folder under the notebook directory (kv, rpc, flaky); "general" at its top
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -68,8 +67,8 @@ def parameters_source(nb: dict[str, Any], path: Path) -> str:
     return cell_source(cells[0])
 
 
-def info_of(path: Path) -> NotebookInfo:
-    """The catalogue entry of the notebook at *path*."""
+def info_of(path: Path, root: Path | None = None) -> NotebookInfo:
+    """The catalogue entry of the notebook at *path* (its family: the first folder below *root*)."""
     meta = read_notebook(path).get("metadata", {}).get("workbook")
     if not isinstance(meta, dict):
         raise CatalogError(f"{path}: no metadata.workbook (id, title, source, defects)")
@@ -79,7 +78,9 @@ def info_of(path: Path) -> NotebookInfo:
     defects = meta.get("defects", [])
     if not isinstance(defects, list) or not all(isinstance(d, str) for d in defects):
         raise CatalogError(f"{path}: metadata.workbook.defects must be a list of defect names")
-    return NotebookInfo(meta["id"], meta["title"], meta["source"], tuple(defects), path)
+    parts = path.relative_to(root).parts if root is not None and path.is_relative_to(root) else ()
+    family = parts[0] if len(parts) > 1 else "general"
+    return NotebookInfo(meta["id"], meta["title"], meta["source"], tuple(defects), path, family)
 
 
 def discover(directory: Path) -> list[NotebookInfo]:
@@ -90,7 +91,7 @@ def discover(directory: Path) -> list[NotebookInfo]:
     for path in sorted(directory.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in path.parts:
             continue
-        info = info_of(path)
+        info = info_of(path, directory)
         if info.id in found:
             raise CatalogError(f"{path}: id {info.id!r} is also used by {found[info.id].path}")
         found[info.id] = info

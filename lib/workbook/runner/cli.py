@@ -1,4 +1,5 @@
-"""``workbook``: list and run the notebooks, bring the topology ``up``, reap what is left (``down``)."""
+"""``workbook``: list, run and scaffold (``new``) the notebooks, merge sharded reports (``report merge``),
+bring the topology ``up``, reap what is left (``down``)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="ci", help="profile name in parameters/ or a YAML path (default: ci)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel (default: 1)")
     r.add_argument("--output", type=Path, default=None, help="output directory (default: outputs/<run-id>)")
-    r.add_argument("--repeat", type=int, default=1, help="execute each (notebook, mode) N times")
+    r.add_argument("--repeat", type=int, default=None,
+                   help="execute each (notebook, mode) N times (default: the profile's repeat, else 1)")
     r.add_argument("--timeout", type=float, default=None,
                    help="whole-run time limit per notebook in seconds (default: the profile's)")
-    r.add_argument("--no-html", action="store_true", help="skip rendering HTML pages")
+    r.add_argument("--no-html", action="store_true", help="skip rendering the per-notebook HTML pages")
+    r.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only the K-th of N disjoint parts of the (notebook, mode) executions")
+    r.add_argument("--durations", type=Path, default=None, metavar="FILE",
+                   help="durations.json of an earlier run: balances --shard by time (default: by count)")
+
+    rep = sub.add_parser("report", help="work on run outputs")
+    rsub = rep.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
+    m = rsub.add_parser("merge", help="merge the outputs of the shards of one run into one report")
+    m.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="each shard's output directory")
+    m.add_argument("--output", type=Path, required=True, help="the merged output directory")
+
+    n = sub.add_parser("new", help="scaffold a notebook that passes the conventions and runs as it is")
+    n.add_argument("id", metavar="ID", help="kebab-case id, e.g. kv-08")
+    n.add_argument("--family", required=True, choices=["kv", "rpc", "flaky"])
+    n.add_argument("--title", required=True, help="one line: what goes wrong")
+    n.add_argument("--source", default="shared/incidents.md",
+                   help="the document the incident comes from (default: shared/incidents.md)")
 
     d = sub.add_parser("down", help="reap services and run directories whose owner has died")
     d.add_argument("--all", action="store_true", help="also runs whose owner is alive (stops them!)")
@@ -79,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     notebooks_dir = args.notebooks or Path(os.environ.get("WORKBOOK_NOTEBOOKS", profiles.ROOT / "notebooks"))
     if args.command == "list":
         return runner.cmd_list(notebooks_dir)
+    if args.command == "report":
+        from workbook.runner import merge
+
+        return merge.cmd_merge(args.dirs, args.output)
+    if args.command == "new":
+        from workbook.runner import scaffold
+
+        return scaffold.cmd_new(notebooks_dir, args.id, family=args.family, title=args.title,
+                                source=args.source)
     return runner.cmd_run(notebooks_dir, args)
 
 

@@ -1,10 +1,12 @@
-"""``workbook run``: execute each (notebook, mode) through papermill, judge it, and write the summaries.
+"""``workbook run``: execute each (notebook, mode) through papermill, judge it, and write the report.
 
 Every execution is a child process (``workbook.runner._papermill``) in its own process group, so the
 notebook's whole-run time limit can be enforced by killing its tree (papermill, kernel, services); afterwards
 the runs its kernel registered are reaped. The verdict comes from the JSON sidecar the notebook's
 verdict cell writes; a failure is described from the output notebook itself (the failing cell's
-source and error), since papermill's per-cell status is unreliable after a kill.
+source and error), since papermill's per-cell status is unreliable after a kill. What the run writes
+besides the executed notebooks: :mod:`summaries`, :mod:`junit`, :mod:`site` and :mod:`pages`; the part
+of the plan a machine runs: :mod:`shard`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime as dt
-import html
 import json
 import shutil
 import signal
@@ -30,15 +31,14 @@ from workbook import registry, verdict
 from workbook._exceptions import RunnerError
 from workbook.launch import spawn
 from workbook.params import ParameterError, type_name, validate
-from workbook.runner import catalog, profiles
+from workbook.runner import catalog, pages, profiles, shard, site
 from workbook.runner.catalog import CatalogError, NotebookInfo
 from workbook.runner.profiles import Profile, ProfileError
+from workbook.runner.report import write_report
+from workbook.runner.summaries import figures_text, repeat_counts
 
 KERNEL = "python3"
 _print_lock = threading.Lock()
-_render_lock = threading.Lock()
-
-
 
 
 @dataclass
@@ -51,7 +51,13 @@ class Job:
     stem: str
     parameters: dict[str, Any]
     timeout: float
+    repeats: int = 1
     result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unit(self) -> str:
+        """Its (notebook, mode): the unit a shard takes whole, ``kv-01[incident]``."""
+        return shard.unit(self.info.id, self.mode)
 
 
 def _say(text: str) -> None:
@@ -63,9 +69,11 @@ def _say(text: str) -> None:
 # planning
 
 
-def plan(infos: list[NotebookInfo], ids: list[str], mode: str, profile: Profile, repeat: int,
+def plan(infos: list[NotebookInfo], ids: list[str], mode: str, profile: Profile, repeat: int | None,
          timeout: float | None) -> tuple[list[Job], list[dict[str, str]]]:
-    """The jobs to run and the (notebook, mode) pairs skipped; RunnerError on a bad request."""
+    """The jobs to run and the (notebook, mode) pairs skipped; RunnerError on a bad request.
+
+    *repeat* / *timeout* None: the profile's (a notebook's section wins over the global value)."""
     by_id = {i.id: i for i in infos}
     unknown = [i for i in ids if i not in by_id]
     if unknown:
@@ -90,14 +98,23 @@ def plan(infos: list[NotebookInfo], ids: list[str], mode: str, profile: Profile,
             if m not in info.modes:
                 skipped.append({"id": info.id, "mode": m, "reason": "no incident mode (no defect switches)"})
                 continue
-            for r in range(1, repeat + 1):
-                stem = f"{info.id}.{m}" + (f".r{r}" if repeat > 1 else "")
+            repeats = repeat if repeat is not None else profile.repeat(info.id)
+            for r in range(1, repeats + 1):
+                stem = pages.stem(info.id, m, r, repeats)
                 values = {**base, "mode": m}
                 if "profile" in declared:
                     values["profile"] = profile.name
                 limit = timeout if timeout is not None else profile.timeout(info.id)
-                jobs.append(Job(info, m, r, stem, values, limit))
+                jobs.append(Job(info, m, r, stem, values, limit, repeats))
     return jobs, skipped
+
+
+def select_shard(jobs: list[Job], index: int, total: int,
+                 durations: dict[str, float]) -> tuple[list[Job], list[str]]:
+    """The jobs of shard *index* of *total* (1-based) and every unit of the plan, in plan order."""
+    units = list(dict.fromkeys(job.unit for job in jobs))
+    mine = set(shard.partition(units, total, durations)[index - 1])
+    return [job for job in jobs if job.unit in mine], units
 
 
 def injected_parameters(job: Job, out: Path) -> dict[str, Any]:
@@ -139,19 +156,6 @@ def _first_error(nb_path: Path, stopped: str | None) -> dict[str, Any] | None:
             return {"cell": index, "execution_count": cell.get("execution_count"),
                     "source": catalog.cell_source(cell), "error": f"{stopped} here"}
     return None
-
-
-def _render_html(nb_path: Path, html_path: Path) -> str | None:
-    """Render the executed notebook to HTML; returns an error line instead of raising."""
-    try:
-        with _render_lock:
-            from nbconvert import HTMLExporter
-
-            body, _ = HTMLExporter().from_filename(str(nb_path))
-        html_path.write_text(body, encoding="utf-8")
-        return None
-    except Exception as exc:
-        return f"HTML rendering failed: {type(exc).__name__}: {exc}"
 
 
 def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True) -> dict[str, Any]:
@@ -209,9 +213,9 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
         outcome, message = "error", f"papermill failed: {tail[0] if tail else 'no output'}"
     html_path = out / f"{job.stem}.html"
-    render_error = _render_html(nb_out, html_path) if render and nb_out.exists() else None
     row = {
-        "id": job.info.id, "title": job.info.title, "mode": job.mode, "repeat": job.repeat,
+        "id": job.info.id, "title": job.info.title, "family": job.info.family, "source": job.info.source,
+        "defects": list(job.info.defects), "mode": job.mode, "repeat": job.repeat,
         "verdict": outcome, "passed": outcome == "pass", "message": message,
         "reproduced": side.get("reproduced") if side else None,
         "duration": round(duration, 2), "figures": (side or {}).get("figures", {}),
@@ -219,92 +223,21 @@ def execute(job: Job, out: Path, abort: threading.Event, *, render: bool = True)
         "timeout": job.timeout, "parameters": job.parameters,
         "paths": {
             "notebook": nb_out.name if nb_out.exists() else None,
-            "html": html_path.name if html_path.exists() else None,
+            "html": None,
             "sidecar": f"{job.stem}.verdict.json" if side else None,
             "log": log_path.name, "runs": str(run_base.relative_to(out)),
         },
         "reaped": [p["name"] for rep in reaped for p in rep.killed],
     }
-    if render_error:
-        row["html_error"] = render_error
+    if render and nb_out.exists():
+        seconds, render_error = pages.render(nb_out, html_path, pages.bar(row, job.info.modes, job.repeats))
+        row["page_seconds"] = round(seconds, 2)
+        if render_error:
+            row["html_error"] = render_error
+        else:
+            row["paths"]["html"] = html_path.name
     job.result = row
     return row
-
-
-# --------------------------------------------------------------------------------------------------
-# summaries
-
-
-def _figures_text(figures: dict[str, Any], limit: int = 4) -> str:
-    items = list(figures.items())[:limit]
-    return ", ".join(f"{k}={v}" for k, v in items)
-
-
-def _repeat_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for row in rows:
-        entry = counts.setdefault(f"{row['id']}/{row['mode']}", {"passed": 0, "runs": 0})
-        entry["runs"] += 1
-        entry["passed"] += int(row["passed"])
-    return counts
-
-
-def write_summaries(out: Path, doc: dict[str, Any]) -> None:
-    """summary.json, summary.md and summary.html in *out*."""
-    (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
-    rows = doc["results"]
-    md = [f"# Workbook run {doc['run_id']}", "",
-          f"Profile `{doc['profile']}`, {len(rows)} executions, "
-          f"{sum(r['passed'] for r in rows)} passed. Exit status {doc['exit_status']}.", "",
-          "| id | mode | verdict | reproduced | duration (s) | key figures | notebook |",
-          "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        nb = r["paths"]["html"] or r["paths"]["notebook"] or ""
-        md.append(f"| {r['id']} | {r['mode']}{'' if r['repeat'] == 1 else ' #' + str(r['repeat'])} | "
-                  f"{r['verdict']} | {r['reproduced']} | {r['duration']} | "
-                  f"{_figures_text(r['figures'])} | {f'[{nb}]({nb})' if nb else ''} |")
-    if doc["skipped"]:
-        md += ["", "Not run:"] + [f"- {s['id']} {s['mode']}: {s['reason']}" for s in doc["skipped"]]
-    if any(c["runs"] > 1 for c in doc["repeat_counts"].values()):
-        md += ["", "| notebook/mode | passed | runs |", "| --- | --- | --- |"]
-        md += [f"| {k} | {v['passed']} | {v['runs']} |" for k, v in doc["repeat_counts"].items()]
-    failures = [r for r in rows if not r["passed"]]
-    for r in failures:
-        md += ["", f"## {r['id']} ({r['mode']}): {r['verdict']}", "", r["message"]]
-        if r["failure"]:
-            md += ["", f"Cell {r['failure']['cell']}:", "", "```python", r["failure"]["source"], "```", "",
-                   f"`{r['failure']['error']}`"]
-    (out / "summary.md").write_text("\n".join(md) + "\n")
-
-    def cell(text: Any) -> str:
-        return f"<td>{html.escape(str(text))}</td>"
-
-    trs = []
-    for r in rows:
-        link = r["paths"]["html"] or r["paths"]["notebook"]
-        anchor = f'<a href="{html.escape(link)}">{html.escape(link)}</a>' if link else ""
-        color = "#dfd" if r["passed"] else "#fdd"
-        trs.append(f'<tr style="background:{color}">' + cell(r["id"]) + cell(r["mode"]) + cell(r["verdict"])
-                   + cell(r["reproduced"]) + cell(r["duration"]) + cell(_figures_text(r["figures"], 8))
-                   + cell(r["message"]) + f"<td>{anchor}</td></tr>")
-    fails = "".join(
-        f"<h2>{html.escape(r['id'])} ({html.escape(r['mode'])}): {html.escape(r['verdict'])}</h2>"
-        f"<p>{html.escape(r['message'])}</p>"
-        + (f"<pre>{html.escape(r['failure']['source'])}</pre><p><code>{html.escape(r['failure']['error'])}"
-           "</code></p>" if r["failure"] else "")
-        for r in failures)
-    skipped = "".join(f"<li>{html.escape(s['id'])} {html.escape(s['mode'])}: {html.escape(s['reason'])}</li>"
-                      for s in doc["skipped"])
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Workbook run {doc['run_id']}</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border:1px solid #ccc}"
-            "table{border-collapse:collapse}</style></head><body>"
-            f"<h1>Workbook run {html.escape(doc['run_id'])}</h1><p>Profile {html.escape(doc['profile'])}; "
-            f"exit status {doc['exit_status']}.</p><table><tr><th>id</th><th>mode</th><th>verdict</th>"
-            "<th>reproduced</th><th>duration (s)</th><th>key figures</th><th>message</th>"
-            "<th>notebook</th></tr>"
-            + "".join(trs) + "</table>" + (f"<p>Not run:</p><ul>{skipped}</ul>" if skipped else "")
-            + fails + "</body></html>")
-    (out / "summary.html").write_text(page, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,13 +270,20 @@ def default_output(run_id: str) -> Path:
 def cmd_run(notebooks_dir: Path, args: argparse.Namespace) -> int:
     """``workbook run``: plan, execute with ``--jobs`` in parallel, summarise; 0 iff every verdict holds."""
     try:
-        if args.jobs < 1 or args.repeat < 1:
+        if args.jobs < 1 or (args.repeat is not None and args.repeat < 1):
             raise RunnerError("--jobs and --repeat must be at least 1")
         if args.timeout is not None and args.timeout <= 0:
             raise RunnerError("--timeout must be positive")
+        part = shard.parse(args.shard) if args.shard is not None else None
+        durations = shard.load_durations(args.durations) if args.durations is not None else {}
         profile = profiles.load(args.profile)
         infos = catalog.discover(notebooks_dir)
         jobs, skipped = plan(infos, args.ids, args.mode, profile, args.repeat, args.timeout)
+        shard_doc = None
+        if part is not None:
+            jobs, units = select_shard(jobs, *part, durations)
+            shard_doc = {"index": part[0], "total": part[1], "units": units,
+                         "mine": list(dict.fromkeys(job.unit for job in jobs))}
     except (RunnerError, ProfileError, CatalogError) as exc:
         sys.stderr.write(f"workbook: error: {exc}\n")
         return 2
@@ -352,7 +292,9 @@ def cmd_run(notebooks_dir: Path, args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     total = len(jobs)
-    _say(f"workbook run {run_id}: {total} execution(s), profile {profile.name}, jobs {args.jobs} -> {out}")
+    where = f", shard {part[0]}/{part[1]}" if part else ""
+    _say(f"workbook run {run_id}: {total} execution(s), profile {profile.name}{where}, jobs {args.jobs} "
+         f"-> {out}")
     for s in skipped:
         _say(f"  skip {s['id']} {s['mode']}: {s['reason']}")
     abort = threading.Event()
@@ -394,20 +336,25 @@ def cmd_run(notebooks_dir: Path, args: argparse.Namespace) -> int:
                 for f in pending:
                     f.cancel()
     signal.signal(signal.SIGTERM, previous)
-    order = {job.stem: n for n, job in enumerate(jobs)}
-    rows.sort(key=lambda r: order[f"{r['id']}.{r['mode']}" + (f".r{r['repeat']}" if args.repeat > 1 else "")])
+    order = {(job.info.id, job.mode, job.repeat): n for n, job in enumerate(jobs)}
+    rows.sort(key=lambda r: order[r["id"], r["mode"], r["repeat"]])
     ok = bool(rows) and all(r["passed"] for r in rows) and len(rows) == total and not interrupted
     if total == 0 and not interrupted:
         ok = True  # nothing to run is not a failure (e.g. no notebooks yet)
     status = 0 if ok else (130 if interrupted else 1)
     doc = {"run_id": run_id, "profile": profile.name, "profile_path": str(profile.path),
-           "notebooks_dir": str(notebooks_dir), "mode": args.mode, "repeat": args.repeat,
+           "notebooks_dir": str(notebooks_dir), "mode": args.mode,
+           "repeat": max((job.repeats for job in jobs), default=args.repeat or 1),
            "started": started, "finished": time.time(), "exit_status": status, "results": rows,
-           "skipped": skipped, "repeat_counts": _repeat_counts(rows)}
-    write_summaries(out, doc)
+           "skipped": skipped, "repeat_counts": repeat_counts(rows)}
+    if shard_doc is not None:
+        doc["shard"] = shard_doc
+    seconds = write_report(out, doc)
     _print_table(rows, doc)
-    _say(f"summary: {out / 'summary.html'}")
+    pages_seconds = sum(r.get("page_seconds", 0.0) for r in rows)
+    _say(f"report: {out / site.INDEX} (pages {pages_seconds:.1f} s, index and junit {seconds:.2f} s)")
     return status
+
 
 
 def _print_table(rows: list[dict[str, Any]], doc: dict[str, Any]) -> None:
@@ -415,7 +362,7 @@ def _print_table(rows: list[dict[str, Any]], doc: dict[str, Any]) -> None:
     for r in rows:
         mode = r["mode"] + ("" if r["repeat"] == 1 else f" #{r['repeat']}")
         lines.append((r["id"], mode, r["verdict"], str(r["reproduced"]), f"{r['duration']:.1f}",
-                      _figures_text(r["figures"])))
+                      figures_text(r["figures"])))
     widths = [max(len(line[c]) for line in lines) for c in range(5)]
     for line in lines:
         _say("  ".join(line[c].ljust(widths[c]) for c in range(5)) + "  " + line[5])

@@ -23,24 +23,24 @@ import yaml
 from workbook._exceptions import ProfileError
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNNER_KEYS = ("timeout",)  # consumed by the runner, never injected
+RUNNER_KEYS = ("timeout", "repeat")  # consumed by the runner, never injected
 
 # name -> (allowed types, meaning). Add a key here when a notebook family needs a shared knob.
 GLOBAL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "timeout": ((int, float), "whole-run time limit per notebook, seconds"),
+    "repeat": ((int,), "executions of each (notebook, mode) per run (--repeat overrides)"),
     "ready_timeout": ((int, float), "seconds a service may take to become ready"),
     "health_interval": ((int, float), "proxy health-check interval, seconds"),
     "unhealthy_after": ((int,), "consecutive failed checks before an upstream is unhealthy"),
     "request_rate": ((int, float), "HTTP requests per second of load generators"),
     "ws_sessions": ((int,), "concurrent WebSocket sessions"),
     "soak": ((int, float), "duration of soak phases, seconds"),
+    "chaos": ((int, float), "duration of chaos phases (a nemesis schedule of faults), seconds"),
     "runs": ((int,), "repetitions inside a notebook (flaky-test patterns)"),
     "examples": ((int,), "property-based examples per property"),
     "seed": ((int,), "base random seed"),
 }
 _SCALARS = (bool, int, float, str, type(None))
-
-
 
 
 @dataclass
@@ -58,6 +58,10 @@ class Profile:
     def timeout(self, notebook_id: str, default: float = 600.0) -> float:
         """The whole-run time limit for *notebook_id* (its section's ``timeout`` wins)."""
         return float(self.section(notebook_id).get("timeout", self.values.get("timeout", default)))
+
+    def repeat(self, notebook_id: str) -> int:
+        """Executions of each of *notebook_id*'s modes per run (its section's ``repeat`` wins; default 1)."""
+        return int(self.section(notebook_id).get("repeat", self.values.get("repeat", 1)))
 
     def parameters_for(self, notebook_id: str, declared: dict[str, Any]) -> dict[str, Any]:
         """Global values the notebook declares, then its own section (runner keys removed)."""
@@ -117,6 +121,8 @@ def load(name_or_path: str | os.PathLike[str]) -> Profile:
             raise ProfileError(f"{path}: {key} ({meaning}) must be {names}, got {value!r}")
         if isinstance(value, (int, float)) and value < 0:
             raise ProfileError(f"{path}: {key} must not be negative, got {value!r}")
+        if key == "repeat" and value < 1:
+            raise ProfileError(f"{path}: repeat must be at least 1, got {value!r}")
         values[key] = value
     sections = doc.get("notebooks") or {}
     if not isinstance(sections, dict):
@@ -134,5 +140,7 @@ def load(name_or_path: str | os.PathLike[str]) -> Profile:
             if key in GLOBAL_KEYS and not _type_ok(value, GLOBAL_KEYS[key][0]):
                 names = " or ".join(t.__name__ for t in GLOBAL_KEYS[key][0])
                 raise ProfileError(f"{path}: notebooks.{nb_id}.{key} must be {names}, got {value!r}")
+            if key == "repeat" and value < 1:
+                raise ProfileError(f"{path}: notebooks.{nb_id}.repeat must be at least 1, got {value!r}")
         notebooks[str(nb_id)] = dict(section)
     return Profile(path.stem, path, values, notebooks)
