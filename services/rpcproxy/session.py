@@ -103,7 +103,9 @@ class WsSession:
     def _perform(self, actions: list[Action]) -> None:
         """Carry out *actions* from a callback (frames to links are sent by a task, in order)."""
         for action in actions:
-            if isinstance(action, ToLink):
+            if isinstance(action, ToClient):  # the common case first: an answer for the client
+                self.out(action.text)
+            elif isinstance(action, ToLink):
                 self.mover.post(action.link, action.text)
             else:
                 self._act(action)

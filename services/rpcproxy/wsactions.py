@@ -2,7 +2,8 @@
 
 The core (``wscore``) never touches a socket, a task or a clock; each event it is given returns a list of
 these actions, and the driver (``session`` and ``mover`` under asyncio, or a test's simulation) performs
-them in order.
+them in order. Actions are plain slotted records (not frozen: they are built on every frame, and a frozen
+dataclass pays for each field on construction); nothing changes them after they are made.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ class LinkRef:
         return f"<LinkRef #{self.serial} {self.node}>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToClient:
     """Send one text frame to the client."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToLink:
     """Send one text frame on an upstream link (in order with the link's other frames)."""
 
@@ -40,21 +41,21 @@ class ToLink:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenLink:
     """Open a WebSocket to ``link.node``; answer with ``link_opened`` or ``link_failed``."""
 
     link: LinkRef
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseLink:
     """Close an upstream link; its end is reported as ``link_lost`` like any other."""
 
     link: LinkRef
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTimer:
     """Call ``timer(key)`` after *delay* seconds (a timer of the same key is replaced)."""
 
@@ -62,26 +63,26 @@ class StartTimer:
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTimer:
     """Forget the timer *key* (a timer that fires anyway finds nothing to do)."""
 
     key: Hashable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitRound:
     """Call ``round_passed()`` after the next health round, or after *within* seconds."""
 
     within: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitRouting:
     """Call ``routing_ready(nodes)`` with the healthy nodes once routing may read them (serialized)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ready:
     """The session's first move ended: attached to an upstream (*ok*) or gave up (close the client, 1013)."""
 

@@ -187,6 +187,8 @@ class SessionCore:
 
     def client_frame(self, data: str | bytes) -> list[Action]:
         """One frame from the client."""
+        if self.closed:
+            return []
         obj, problem = jsonrpc.decode(data)
         if problem is not None:
             self._to_client(encode(error(None, jsonrpc.PARSE_ERROR, problem)))

@@ -1,4 +1,4 @@
-"""rpc-11: the session core (``rpcproxy.wscore``) under a hypothesis state machine, in-process, against
+"""rpc-10, at scale: the session core (``rpcproxy.wscore``) under a hypothesis state machine, in-process, on
 simulated upstreams (``simulated_session``): 10,000+ derandomized interleavings of subscribe and unsubscribe,
 requests with reused ids, batches, upstream death, unhealth and failback, slow re-subscribes, queue overflow
 and client disconnect mid-move, each judged on every frame the client receives and once the world settles.
