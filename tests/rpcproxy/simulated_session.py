@@ -108,7 +108,9 @@ class World:
 
     _sub_serial = 0  # upstream subscription ids are unique across nodes and examples
 
-    def __init__(self, metrics: ProxyMetrics, defects: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, metrics: ProxyMetrics, defects: frozenset[str] = frozenset(), *, gate_routing: bool = False
+    ) -> None:
         self.cfg = CONFIG
         self.metrics = metrics
         self.now = 0.0
@@ -127,6 +129,7 @@ class World:
             defects=defects,
             clock=lambda: self.now,
             event=self._event,
+            gate_routing=gate_routing,
         )
         self.ready: bool | None = None
         self.disconnected = False
@@ -187,8 +190,8 @@ class World:
                 self.timers.pop(action.key, None)
             elif isinstance(action, WaitRound):
                 self.events.append(("round", action.within))
-            elif isinstance(action, WaitRouting):
-                raise AssertionError("the simulation's monitor is not serialized")
+            elif isinstance(action, WaitRouting):  # a serialized monitor: routing waits for its round
+                self.events.append(("routing", None))
             elif isinstance(action, Ready):
                 self.ready = action.ok
         self._check_queue()
@@ -224,6 +227,8 @@ class World:
             link: SimLink = what
             if link.open and link.outbox:
                 self.perform(self.core.upstream_frame(link.ref, link.outbox.popleft()))
+        elif kind == "routing":
+            self.perform(self.core.routing_ready(self.routable()))
         elif kind == "round":
             self.now += what
             self.new_block()  # the chain moves on while a move waits

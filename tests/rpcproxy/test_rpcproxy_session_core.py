@@ -121,7 +121,7 @@ class Runs:
         return [s for s in self.steps if not s.startswith("subscribed to") and s != "settle"]
 
 
-def machine(defects: frozenset[str], runs: Runs) -> type[RuleBasedStateMachine]:
+def machine(defects: frozenset[str], runs: Runs, gate_routing: bool = False) -> type[RuleBasedStateMachine]:
     class SessionCoreMachine(RuleBasedStateMachine):
         """A client, three upstream nodes and a scheduler, around one session core."""
 
@@ -130,7 +130,7 @@ def machine(defects: frozenset[str], runs: Runs) -> type[RuleBasedStateMachine]:
             runs.examples += 1
             self.steps: list[str] = []
             runs.steps = self.steps
-            self.world = World(runs.metrics, defects)
+            self.world = World(runs.metrics, defects, gate_routing=gate_routing)
             self.world.run_until_quiet()  # the first move: attached to the first node
             assert self.world.ready is True
 
@@ -154,17 +154,16 @@ def machine(defects: frozenset[str], runs: Runs) -> type[RuleBasedStateMachine]:
     return SessionCoreMachine
 
 
-def search(defects: frozenset[str], examples: int, runs: Runs, *, shrink: bool = True) -> None:
-    phases = (Phase.generate, Phase.shrink) if shrink else (Phase.generate,)
+def search(defects: frozenset[str], examples: int, runs: Runs, *, gate_routing: bool = False) -> None:
     run_state_machine_as_test(
-        machine(defects, runs),
+        machine(defects, runs, gate_routing),
         settings=settings(
             max_examples=examples,
             stateful_step_count=STEPS,
             derandomize=True,
             database=None,
             deadline=None,
-            phases=phases,
+            phases=(Phase.generate, Phase.shrink),
             suppress_health_check=list(HealthCheck),
             print_blob=False,
             report_multiple_bugs=False,
@@ -197,6 +196,13 @@ def test_the_core_holds_every_property_over_many_interleavings() -> None:
     }
     print(reached)
     assert all(reached.values()), reached
+
+
+def test_the_core_holds_them_when_routing_waits_for_a_serialized_monitor() -> None:
+    """Under ``health-without-timeout`` a move asks before reading the nodes (``WaitRouting``)."""
+    runs = Runs()
+    search(frozenset(), EXAMPLES // 10, runs, gate_routing=True)
+    assert runs.count("rpcproxy_ws_moves_total", reason="upstream_closed", outcome="ok")
 
 
 @pytest.mark.parametrize(
