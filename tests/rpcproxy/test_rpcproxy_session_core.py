@@ -80,9 +80,9 @@ def _behave(world: World, n: int) -> None:
     node.slow, node.eager_head, node.refusing = bool(n & 4), bool(n & 8), bool(n & 16)
 
 
-# One rule draws a named operation and a number (its argument, which also picks the node): far cheaper to
-# generate than a rule per operation, so 10,000 examples fit in well under a minute, and the names keep a
-# shrunk failure readable. The chain moving and messages flowing are listed more than once (drawn more often).
+# One rule draws a named operation and a number (its argument, which also picks the node): cheaper to
+# generate than a rule per operation with preconditions, and the names keep a shrunk failure readable.
+# The chain moving and messages flowing are listed more than once (drawn more often).
 OPS: dict[str, Callable[[World, int], None]] = {
     "run": _run,
     "step": _step,
