@@ -1,24 +1,16 @@
-"""A client WebSocket session: one client connection, one upstream link at a time, moved between upstreams.
+"""A client WebSocket session under asyncio: it carries frames and timers for the session core (``wscore``),
+which makes every decision, and leaves the upstream links to its ``Mover``.
 
-What the session guarantees (each defect switch marks the branch where the historical proxy did otherwise):
-- every client request goes upstream under a proxy-unique id and its answer comes back under the client's
-  id, exactly once; ids may be reused and many requests may be in flight (``relay``);
-- the subscription ids the client holds never change: after a move the proxy re-subscribes under its own
-  ids, swallows those answers and maps the new upstream ids back to the client's (``moves``);
-- during a move client messages wait in a bounded queue and are flushed, in order, once the new upstream
-  is subscribed; overflow is answered with errors (``moves``);
-- requests in flight on a lost upstream are re-sent when read-only, answered with an error otherwise
-  (``moves``);
-- a failback is make-before-break (``moves``); newHeads are de-duplicated across moves and gaps filled
-  (``heads``).
-This module holds the session's state, its client writer and its life cycle.
+The client side is one reader (this task) and one writer task, so frames reach the client in the order the
+core produced them; a client that does not read is closed (1008) rather than buffered without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +19,23 @@ from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
 from rpcproxy.config import ProxyConfig
-from rpcproxy.heads import HeadPump
 from rpcproxy.health import HealthMonitor
 from rpcproxy.metrics import ProxyMetrics
-from rpcproxy.moves import Moves
-from rpcproxy.relay import Batch, Relay
-from rpcproxy.tables import IdAllocator, PendingTable, SubscriptionTable
-from rpcproxy.upstream_ws import UpstreamLink
+from rpcproxy.mover import MonitorHealth, Mover
+from rpcproxy.tables import IdAllocator, SubscriptionTable
+from rpcproxy.wsactions import (
+    Action,
+    CancelTimer,
+    CloseLink,
+    OpenLink,
+    Ready,
+    StartTimer,
+    ToClient,
+    ToLink,
+    WaitRound,
+    WaitRouting,
+)
+from rpcproxy.wscore import SessionCore
 
 
 @dataclass
@@ -49,54 +51,108 @@ class Shared:
     ids: IdAllocator
 
 
-class WsSession(Relay, Moves):
-    """One client WebSocket, bridged to the current upstream link."""
+class WsSession:
+    """One client WebSocket, bridged by its core to the current upstream link."""
 
     def __init__(self, shared: Shared, client: web.WebSocketResponse, session_id: str) -> None:
         self.s = shared
         self.cfg = shared.config
         self.client = client
         self.id = session_id
-        self.link: UpstreamLink | None = None
-        self.attached: str | None = None  # upstream this session is counted under in the sessions gauge
-        self.pending = PendingTable(shared.ids)
-        self.subs = SubscriptionTable()
-        self.moving = False
-        self.move_reason: str | None = None
         self.closed = False
-        self.queue: deque[tuple[Any, Batch | None, int, bool]] = deque()  # (obj, batch, size, is_frame)
-        self.queued_bytes = 0
-        self.queued_frames = 0  # client frames in the queue (re-sends of accepted requests do not count)
-        self.queue_since: float | None = None
-        self.moves = 0
-        self._move_task: asyncio.Task[None] | None = None
-        self._links: set[UpstreamLink] = set()
-        self._answered = asyncio.Event()  # set on every upstream response (drains wait on it)
+        self.core = SessionCore(
+            shared.config,
+            shared.metrics,
+            shared.policy,
+            shared.ids,
+            MonitorHealth(shared.monitor),
+            defects=shared.defects,
+            clock=time.monotonic,
+            event=self._event,
+            gate_routing=shared.monitor.serialized,
+        )
+        self.mover = Mover(shared.config, shared.monitor, self.core, self._perform, session_id)
+        self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outq: asyncio.Queue[str | None] = asyncio.Queue()
         self._out_bytes = 0
         self._too_slow = False
-        self.heads = HeadPump(
-            shared.config,
-            shared.metrics,
-            out=self.out,
-            call=self._internal_call,
-            holds=lambda client_id: client_id in self.subs,
-            event=self._event,
-        )
         self._writer = self._spawn(self._write_loop(), "writer")
-        self._head_pump = self._spawn(self.heads.run(), "heads")
 
-    # -- plumbing ---------------------------------------------------------------------------------------
+    # -- views the proxy reads --------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> str | None:
+        """The upstream this session is counted under in the sessions gauge."""
+        return self.core.attached
+
+    @property
+    def subs(self) -> SubscriptionTable:
+        return self.core.subs
+
+    def status(self) -> dict[str, Any]:
+        return {"id": self.id, **self.core.status()}
+
+    def evaluate(self) -> None:
+        """After each health round: the core decides whether to move."""
+        self._perform(self.core.health_changed())
+
+    # -- carrying the core's actions --------------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        """Carry out *actions* from a callback (frames to links are sent by a task, in order)."""
+        for action in actions:
+            if isinstance(action, ToClient):  # the common case first: an answer for the client
+                self.out(action.text)
+            elif isinstance(action, ToLink):
+                self.mover.post(action.link, action.text)
+            else:
+                self._act(action)
+
+    async def _perform_waiting(self, actions: list[Action]) -> None:
+        """Carry out *actions* from the client reader, waiting for the upstream sockets to take the frames."""
+        for action in actions:
+            if isinstance(action, ToLink):
+                await self.mover.send(action.link, action.text)
+            else:
+                self._act(action)
+
+    def _act(self, action: Action) -> None:
+        if isinstance(action, ToClient):
+            self.out(action.text)
+        elif isinstance(action, StartTimer):
+            old = self._timers.pop(action.key, None)
+            if old is not None:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[action.key] = loop.call_later(action.delay, self._timer, action.key)
+        elif isinstance(action, CancelTimer):
+            handle = self._timers.pop(action.key, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, OpenLink):
+            self.mover.open(action.link)
+        elif isinstance(action, CloseLink):
+            self.mover.close(action.link)
+        elif isinstance(action, WaitRound):
+            self.mover.wait_round(action.within)
+        elif isinstance(action, WaitRouting):
+            self.mover.wait_routing()
+        elif isinstance(action, Ready) and not self._ready.done():
+            self._ready.set_result(action.ok)
+
+    def _timer(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self._perform(self.core.timer(key))
+
+    # -- the client side --------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"session-{self.id}-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _has(self, defect: str) -> bool:
-        return defect in self.s.defects
 
     def out(self, text: str) -> None:
         """Queue one frame for the client (a single writer task keeps frames in order).
@@ -129,33 +185,18 @@ class WsSession(Relay, Moves):
     def _event(self, event: str, level: str = "info", **fields: Any) -> None:
         self.s.log.event(event, level, session=self.id, **fields)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "upstream": self.attached,
-            "moving": self.moving,
-            "moves": self.moves,
-            "subscriptions": len(self.subs),
-            "in_flight": len(self.pending),
-            "queued": len(self.queue),
-        }
-
     # -- life cycle -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Attach to an upstream, then relay client frames until the client goes away."""
-        self.s.metrics.ws_clients.inc()
         try:
-            self.moving = True
-            await self._move("initial", None)
-            if self.link is None:
+            self._perform(self.core.start())
+            if not await self._ready:
                 await self.client.close(code=1013, message=b"no healthy upstream")
                 return
             async for msg in self.client:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_client_frame(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    await self._on_client_frame(msg.data)
+                if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                    await self._perform_waiting(self.core.client_frame(msg.data))
                 elif msg.type == WSMsgType.ERROR:
                     self._event("ws.client_error", "warning", error=str(self.client.exception()))
                     break
@@ -163,30 +204,21 @@ class WsSession(Relay, Moves):
             await self.close()
 
     async def close(self) -> None:
+        """Close the links, stop every timer and task, and let the writer finish what is queued."""
         if self.closed:
             return
+        self._perform(self.core.close())
         self.closed = True
         self._outq.put_nowait(None)
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await self.mover.aclose()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current and task is not self._writer:
                 task.cancel()
-        if self._move_task is not None and self._move_task is not current:
-            self._move_task.cancel()
-        for link in list(self._links):
-            await link.close()
         for task in list(self._tasks):
             if task is not current:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self._move_task is not None and self._move_task is not current:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._move_task
-        m = self.s.metrics
-        m.ws_clients.dec()
-        if self.attached is not None:
-            m.sessions.labels(self.attached).dec()
-            self.attached = None
-        m.subscriptions.dec(len(self.subs))
-        self.subs = SubscriptionTable()
-        self._event("ws.session_closed", moves=self.moves)

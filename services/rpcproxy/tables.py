@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +55,7 @@ class Pending:
     link: Hashable
     started: float
     batch: Any = None
-    future: asyncio.Future[Any] | None = None
+    waiter: Callable[[Any], None] | None = None  # an internal call's continuation (gets the result)
     sub: Subscription | None = None
 
 
