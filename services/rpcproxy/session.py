@@ -79,6 +79,11 @@ class WsSession:
         self._out_bytes = 0
         self._too_slow = False
         self._writer = self._spawn(self._write_loop(), "writer")
+        # newHeads leave from a task of their own, after the frames read with them: the session has always
+        # delivered them so (their de-dup and gap fill ran as that task). Nothing orders notifications of
+        # different subscriptions; flaky-05 shows a test that assumed an order.
+        self._headq: asyncio.Queue[str] = asyncio.Queue()
+        self._spawn(self._heads_loop(), "heads")
 
     # -- views the proxy reads --------------------------------------------------------------------------
 
@@ -104,7 +109,7 @@ class WsSession:
         """Carry out *actions* from a callback (frames to links are sent by a task, in order)."""
         for action in actions:
             if isinstance(action, ToClient):  # the common case first: an answer for the client
-                self.out(action.text)
+                self._to_client(action)
             elif isinstance(action, ToLink):
                 self.mover.post(action.link, action.text)
             else:
@@ -118,9 +123,19 @@ class WsSession:
             else:
                 self._act(action)
 
+    def _to_client(self, action: ToClient) -> None:
+        if action.heads:
+            self._headq.put_nowait(action.text)
+        else:
+            self.out(action.text)
+
+    async def _heads_loop(self) -> None:
+        while True:
+            self.out(await self._headq.get())
+
     def _act(self, action: Action) -> None:
         if isinstance(action, ToClient):
-            self.out(action.text)
+            self._to_client(action)
         elif isinstance(action, StartTimer):
             old = self._timers.pop(action.key, None)
             if old is not None:

@@ -28,9 +28,11 @@ class LinkRef:
 
 @dataclass(slots=True)
 class ToClient:
-    """Send one text frame to the client."""
+    """Send one text frame to the client; *heads*: a newHeads notification, which the session delivers
+    from its own task (after the frames read with it), as the proxy always has."""
 
     text: str
+    heads: bool = False
 
 
 @dataclass(slots=True)

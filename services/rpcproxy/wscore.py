@@ -148,7 +148,7 @@ class SessionCore:
         self.heads = HeadFeed(
             config,
             metrics,
-            out=self._to_client,
+            out=self._head_to_client,
             call=self._internal_call,
             holds=lambda client_id: client_id in self.subs,
             event=event,
@@ -165,6 +165,10 @@ class SessionCore:
     def _to_client(self, text: str) -> None:
         if not self.closed:
             self._actions.append(ToClient(text))
+
+    def _head_to_client(self, text: str) -> None:
+        if not self.closed:
+            self._actions.append(ToClient(text, heads=True))
 
     def status(self) -> dict[str, Any]:
         return {
