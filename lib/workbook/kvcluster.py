@@ -31,6 +31,9 @@ from workbook.service import Service
 from workbook.waiting import wait_until
 
 _POLL_S = 0.05
+# A channel of its own connection: gRPC shares subchannels between a process's channels to one address,
+# and closing one mid-connect fails the others' first call ("tcp handshaker shutdown").
+LOCAL_POOL = [("grpc.use_local_subchannel_pool", 1)]
 
 
 def kv_outcome(f: str) -> Outcome:
@@ -62,7 +65,7 @@ def kv_health(timeout: float = 1.0) -> Any:
         addr = svc.info.get("grpc") or svc.info.get("listen")
         if not addr:
             return False
-        with grpc.insecure_channel(addr) as ch:
+        with grpc.insecure_channel(addr, options=LOCAL_POOL) as ch:
             try:
                 r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             except grpc.RpcError:
@@ -158,7 +161,7 @@ class KVCluster:
 
         async def watch() -> None:
             while True:  # a stream broken by the node going away is opened again
-                async with grpc.aio.insecure_channel(self.address(name)) as ch:
+                async with grpc.aio.insecure_channel(self.address(name), options=LOCAL_POOL) as ch:
                     try:
                         async for reply in health_pb2_grpc.HealthStub(ch).Watch(
                                 health_pb2.HealthCheckRequest(), wait_for_ready=True):
@@ -325,8 +328,7 @@ class KVCluster:
         rows: list[dict[str, Any]] = []
         for i in range(requests):
             # a local subchannel pool: a new connection, never one shared with an earlier channel
-            fresh = [("grpc.use_local_subchannel_pool", 1)]
-            async with grpc.aio.insecure_channel(address, options=fresh) as ch:
+            async with grpc.aio.insecure_channel(address, options=LOCAL_POOL) as ch:
                 async def put(ch: Any = ch, i: int = i) -> Any:
                     request = pb.PutRequest(key=key.encode(), value=f"r{i}".encode())
                     await pbg.KVStub(ch).Put(request, timeout=5)

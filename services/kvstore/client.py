@@ -20,6 +20,11 @@ from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
 from kvstore.replication import CHANNEL_OPTIONS
 
+# Each client owns its connection. gRPC otherwise shares one subchannel between every channel of the
+# process to the same address, so closing one client mid-connect (a status probe) fails a new client's
+# first call at once with "tcp handshaker shutdown".
+CLIENT_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+
 
 class KVError(Exception):
     """A failed call: ``code`` is the gRPC status name, ``details`` the node's message."""
@@ -129,7 +134,7 @@ class KVClient(_Base):
 
     def __init__(self, target: str, *, timeout: float = 5.0, carry_version: bool = True) -> None:
         super().__init__(target, timeout=timeout, carry_version=carry_version)
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.insecure_channel(target, options=CLIENT_OPTIONS)
         self._kv = pbg.KVStub(self.channel)
         self._admin = pbg.AdminStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
@@ -182,7 +187,7 @@ class AsyncKVClient(_Base):
 
     def __init__(self, target: str, *, timeout: float = 5.0, carry_version: bool = True) -> None:
         super().__init__(target, timeout=timeout, carry_version=carry_version)
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
         self._kv = pbg.KVStub(self.channel)
         self._admin = pbg.AdminStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
