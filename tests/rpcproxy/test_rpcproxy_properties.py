@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from rpcproxy_support import start_stack
 from workbook.ethstack import EthStack
 from workbook.run import Run
+from workbook.waiting import wait_until
 
 IDS = st.sampled_from([1, 2, 3, "a", 100])
 KINDS = st.sampled_from([["newHeads"], ["logs", {}], ["newPendingTransactions"]])
@@ -164,7 +165,17 @@ def machine_for(
 
         @rule()
         def wait_for_a_block(self) -> None:
-            loop.run_until_complete(asyncio.sleep(0.3))  # let notifications flow (block time 0.25 s)
+            """Let notifications flow: until the proxy has seen the next block (a condition, not a sleep)."""
+
+            async def next_block() -> None:
+                seen = await stack.metric("rpcproxy_chain_head")
+
+                async def advanced() -> bool:
+                    return await stack.metric("rpcproxy_chain_head") > seen
+
+                await wait_until(advanced, 5.0, f"the proxy saw a block after {seen:g}")
+
+            loop.run_until_complete(next_block())
 
         @invariant()
         def nothing_unsolicited(self) -> None:
