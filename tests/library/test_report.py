@@ -154,12 +154,13 @@ def test_junit_has_one_testcase_per_execution(full: Path) -> None:
 
 def test_junit_reports_a_timeout_as_an_error(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = workbook(env, "run", "fx-slow", "--timeout", "8", "--no-html", "--output", str(out))
+    # 30 s: the cells before the hanging one must finish first, also on a loaded machine (8 s did not)
+    res = workbook(env, "run", "fx-slow", "--timeout", "30", "--no-html", "--output", str(out))
     assert res.returncode == 1, res.stdout + res.stderr
     [case] = [c for suite in JUnitXml.fromfile(str(out / "junit.xml")) for c in suite]
     [error] = case.result
     assert isinstance(error, Error) and error.type == "timeout"
-    assert error.message == "time limit of 8 s exceeded"
+    assert error.message == "time limit of 30 s exceeded"
     assert error.text.startswith("cell ") and "time limit exceeded here" in error.text  # the cell it hit
 
 
