@@ -107,7 +107,7 @@ def test_hop_by_hop_headers_are_not_forwarded() -> None:
 
 
 async def test_websocket_frames_batches_caps_and_keepalive(run: Run) -> None:
-    stack = await start_stack(run, ws_max_message_size=8192, ws_max_subscriptions=2, ws_ping_interval=0.2)
+    stack = await start_stack(run, ws_max_message_size=8192, ws_max_subscriptions=2, ws_ping_interval=1.0)
     async with aiohttp.ClientSession() as session, session.ws_connect(stack.proxy_ws_url) as raw:
         await raw.send_bytes(b"\xff\xfe")  # invalid UTF-8
         await raw.send_str("[" * 5000 + "]" * 2000)  # nested too deeply, and not even complete
