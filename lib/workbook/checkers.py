@@ -78,22 +78,23 @@ def last_write(history: History, key: str, final: Mapping[str, str | None]) -> d
             "last_acknowledged": last, "final": dict(final), "vanished": vanished}
 
 
-def register(history: History, key: str | None = None) -> dict[str, Any]:
+def register(history: History, key: str | None = None, *, by_key: bool = False) -> dict[str, Any]:
     """Session guarantees of a register, per process (one client session, possibly switching nodes):
 
     - *monotonic reads*: an ok read never returns an older version than an earlier ok read of the
       same session;
     - *read your writes*: an ok read never returns a version older than the session's own last
       acknowledged write.
-    Operations are taken in the order the session issued them (it issues one at a time)."""
-    sessions: dict[str, list[dict[str, Any]]] = {}
+    Operations are taken in the order the session issued them (it issues one at a time). With
+    *by_key*, every key is a register of its own (a session's guarantees hold per key), in one pass."""
+    sessions: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in history.operations():
         if row["f"] in ("read", "write") and (key is None or row["key"] == key) and row["type"] == "ok":
-            sessions.setdefault(row["process"], []).append(row)
+            sessions.setdefault((row["process"], row["key"] if by_key else None), []).append(row)
     monotonic: list[dict[str, Any]] = []
     ryw: list[dict[str, Any]] = []
     reads = 0
-    for process, rows in sessions.items():
+    for (process, _), rows in sessions.items():
         seen_read: tuple[int, int, str] = (-1, -1, "")
         seen_read_row: dict[str, Any] | None = None
         written: tuple[int, int, str] = (-1, -1, "")
@@ -104,14 +105,15 @@ def register(history: History, key: str | None = None) -> dict[str, Any]:
                 continue
             reads += 1
             if v < seen_read and seen_read_row is not None:
-                monotonic.append({"process": process, "node": row["node"], "at": row["invoke_time"],
+                monotonic.append({"process": process, "key": row["key"], "node": row["node"],
+                                  "at": row["invoke_time"],
                                   "read": row["result"], "version": row["version"],
                                   "earlier": seen_read_row["result"],
                                   "earlier_version": seen_read_row["version"],
                                   "earlier_node": seen_read_row["node"]})
             if v < written:
-                ryw.append({"process": process, "node": row["node"], "at": row["invoke_time"],
-                            "read": row["result"], "version": row["version"]})
+                ryw.append({"process": process, "key": row["key"], "node": row["node"],
+                            "at": row["invoke_time"], "read": row["result"], "version": row["version"]})
             if v > seen_read:
                 seen_read, seen_read_row = v, row
     return {"valid": not monotonic and not ryw, "reads": reads, "monotonic_read_violations": monotonic,

@@ -83,6 +83,17 @@ def test_register_reports_monotonic_read_and_read_your_writes_violations() -> No
     assert checkers.register(good, "r")["valid"]
 
 
+def test_register_by_key_judges_each_key_as_its_own_register() -> None:
+    h = History()
+    op(h, "c", "read", "a", None, "ok", "a2", version="200.0.kv1")
+    op(h, "c", "read", "b", None, "ok", "b1", version="100.0.kv1")  # another key: not time going back
+    assert not checkers.register(h)["valid"]  # one register across keys: looks like going back
+    assert checkers.register(h, by_key=True)["valid"]
+    op(h, "c", "read", "a", None, "ok", "a1", version="150.0.kv3")  # key a: older than read before
+    (v,) = checkers.register(h, by_key=True)["monotonic_read_violations"]
+    assert v["key"] == "a" and v["earlier_version"] == "200.0.kv1"
+
+
 def test_last_write_lists_the_acknowledged_writes_that_vanished() -> None:
     h = History()
     for i in range(3):
