@@ -206,3 +206,64 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def error_rate(history: Any, *, bin_s: float = 1.0, title: str = "Error rate under the nemesis",
+               marks: Mapping[str, float] | None = None, max_rate: float | None = None,
+               excuse: Any = None) -> Figure:
+    """Client error rate per *bin_s* seconds (operations not ending ``ok`` over all, by invoke time) with
+    the requests per second, and under it the nemesis's faults as bands, one lane per target.
+    *marks*: labelled vertical lines (e.g. the first violation); *max_rate*: the SLO line; ``excuse(row)``:
+    errors drawn apart, in grey (as :func:`workbook.checkers.error_rate` leaves them out)."""
+    ops = [r for r in history.operations() if r["process"] != "nemesis"]
+    faults = history.faults()
+    end = max([r["complete_time"] or r["invoke_time"] for r in ops] +
+              [f["end"] or f["start"] for f in faults] + [bin_s])
+    bins = max(1, int(end / bin_s) + 1)
+    total, bad, excused = [0] * bins, [0] * bins, [0] * bins
+    for r in ops:
+        i = min(bins - 1, int(r["invoke_time"] / bin_s))
+        total[i] += 1
+        if r["type"] != "ok" and excuse is not None and excuse(r):
+            excused[i] += 1
+        else:
+            bad[i] += r["type"] != "ok"
+    xs = [i * bin_s for i in range(bins)]
+    rate = [100.0 * b / t if t else 0.0 for b, t in zip(bad, total, strict=True)]
+    if any(excused):
+        ax_rate = [100.0 * b / t if t else 0.0 for b, t in zip(excused, total, strict=True)]
+    targets = sorted({f["node"] for f in faults})
+    fig, (ax, lanes) = plt.subplots(2, 1, sharex=True, figsize=(11, 3.4 + 0.35 * max(1, len(targets))),
+                                    gridspec_kw={"height_ratios": [3, max(1, len(targets))]})
+    if any(excused):
+        ax.step(xs, ax_rate, where="post", color="#999999", ls="--", label="excused errors (%)")
+    ax.step(xs, rate, where="post", color=HIGHLIGHT, label="errors (%)")
+    if max_rate is not None:
+        ax.axhline(100.0 * max_rate, color="black", ls=":", lw=1, label=f"SLO {100 * max_rate:g} %")
+    ax.set_ylabel("errors (%)")
+    other = ax.twinx()
+    other.step(xs, [t / bin_s for t in total], where="post", color="#4c72b0", alpha=0.5, lw=1)
+    other.set_ylabel("requests/s", color="#4c72b0")
+    for label, t in (marks or {}).items():
+        for axis in (ax, lanes):
+            axis.axvline(t, color="black", lw=1.2, ls="--")
+        ax.text(t, ax.get_ylim()[1], f" {label}", va="top", fontsize=8)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    kinds: dict[str, str] = {}
+    lane = {t: i for i, t in enumerate(targets)}
+    for f in faults:
+        colour = kinds.setdefault(f["kind"], FAULT_COLOURS[len(kinds) % len(FAULT_COLOURS)])
+        stop = f["end"] if f["end"] is not None else end
+        lanes.broken_barh([(f["start"], max(stop - f["start"], end / 400))], (lane[f["node"]] - 0.4, 0.8),
+                          color=colour, alpha=0.85)
+        lanes.text(f["start"], lane[f["node"]], f" {f['kind']}", va="center", fontsize=7, clip_on=True)
+    for kind, colour in kinds.items():
+        lanes.plot([], [], color=colour, lw=6, label=kind)
+    lanes.set_yticks(range(len(targets)), targets)
+    lanes.set_ylim(-0.6, max(1, len(targets)) - 0.4)
+    lanes.set_xlabel("seconds since the history started")
+    if kinds:
+        lanes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
