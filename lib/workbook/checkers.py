@@ -240,5 +240,24 @@ def session_stream(frames: Iterable[Any]) -> dict[str, Any]:
             "responses": sum(got.values()), "held": sorted(held)}
 
 
-__all__ = ["convergence", "error_rate", "exactly_one_response", "fault_at", "last_write", "latency",
-           "register", "session_stream", "set_full"]
+def percentiles(values: Sequence[float], quantiles: Sequence[float] = (0.5, 0.99)) -> dict[str, float]:
+    """``{"p50": ..., "p99": ...}`` of *values* (nearest rank; nan when empty)."""
+    return {f"p{round(q * 100):d}": _quantile(values, q) for q in quantiles}
+
+
+def flat(values: Sequence[float], *, tolerance: float = 0.1) -> dict[str, Any]:
+    """A series is flat when the mean of its last quarter is within *tolerance* (relative) of the mean
+    of its first quarter (e.g. a process's memory through a load run); needs 4 values or more."""
+    quarter = len(values) // 4
+    if quarter == 0:
+        return {"valid": False, "samples": len(values), "first": math.nan, "last": math.nan,
+                "change": math.nan}
+    first = sum(values[:quarter]) / quarter
+    last = sum(values[-quarter:]) / quarter
+    change = (last - first) / first if first else math.inf
+    return {"valid": abs(change) <= tolerance, "samples": len(values), "first": first, "last": last,
+            "change": change}
+
+
+__all__ = ["convergence", "error_rate", "exactly_one_response", "fault_at", "flat", "last_write", "latency",
+           "percentiles", "register", "session_stream", "set_full"]

@@ -267,3 +267,41 @@ def error_rate(history: Any, *, bin_s: float = 1.0, title: str = "Error rate und
         lanes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
+          title: str) -> Figure:
+    """One line per named (xs, ys) series, e.g. a process's memory sampled through a run."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for name, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker=".", ms=3, lw=1.2, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cdf(samples: Mapping[str, Sequence[float]], *, xlabel: str, title: str,
+        marks: Mapping[str, float] | None = None, log: bool = True) -> Figure:
+    """Empirical CDF of each named sample (e.g. request latencies of two proxies), on a log x axis;
+    *marks*: labelled vertical lines (a bound)."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for name, values in samples.items():
+        ordered = sorted(v for v in values if v > 0 or not log)
+        if ordered:
+            ax.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post", label=name)
+    for label, x in (marks or {}).items():
+        ax.axvline(x, color="black", ls=":", lw=1)
+        ax.text(x, 0.02, f" {label}", fontsize=8)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
