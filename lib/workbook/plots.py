@@ -160,14 +160,19 @@ FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac
 
 
 def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] = (),
-             max_ops: int = 20000) -> Figure:
+             max_ops: int = 20000, max_lanes: int = 40) -> Figure:
     """Jepsen's timeline: one lane per process, one bar per operation from invoke to completion coloured
     by outcome (ok / fail / info / pending), and the nemesis's faults as shaded bands across every lane
     from their start to their end. *highlight*: keys whose operations get a red edge (e.g. lost writes).
+    At most *max_lanes* processes are drawn (the first ones; the title says how many were left out).
     """
     ops = [r for r in history.operations() if r["process"] != "nemesis"][-max_ops:]
     faults = history.faults()
     processes = sorted({r["process"] for r in ops}, key=lambda p: (len(p), p))
+    if len(processes) > max_lanes:
+        title = f"{title} (first {max_lanes} of {len(processes)} processes)"
+        processes = processes[:max_lanes]
+        ops = [r for r in ops if r["process"] in set(processes)]
     lane = {p: i for i, p in enumerate(processes)}
     end_of_run = max([r["complete_time"] or r["invoke_time"] for r in ops] +
                      [f["end"] or f["start"] for f in faults] + [0.0])
