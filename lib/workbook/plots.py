@@ -172,7 +172,8 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     if len(processes) > max_lanes:
         title = f"{title} (first {max_lanes} of {len(processes)} processes)"
         processes = processes[:max_lanes]
-        ops = [r for r in ops if r["process"] in set(processes)]
+        shown = set(processes)
+        ops = [r for r in ops if r["process"] in shown]
     lane = {p: i for i, p in enumerate(processes)}
     end_of_run = max([r["complete_time"] or r["invoke_time"] for r in ops] +
                      [f["end"] or f["start"] for f in faults] + [0.0])
