@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     # history, faults, judgement
     "History": "workbook.history", "Nemesis": "workbook.nemesis", "Fault": "workbook.nemesis",
     "Schedule": "workbook.nemesis", "random_schedule": "workbook.nemesis",
-    "wait_until": "workbook.waiting",
+    "wait_until": "workbook.waiting", "http_load": "workbook.httpload",
     # errors
     "WorkbookError": "workbook._exceptions", "ServiceError": "workbook._exceptions",
     "FaultLinkError": "workbook._exceptions", "NemesisError": "workbook._exceptions",
@@ -76,6 +76,7 @@ __all__ = [
     "WsClient",
     "checkers",
     "http_health",
+    "http_load",
     "kv_health",
     "message_rows",
     "nemesis",
@@ -122,6 +123,7 @@ if TYPE_CHECKING:
     )
     from workbook.ethstack import EthStack, samples
     from workbook.history import History
+    from workbook.httpload import http_load
     from workbook.kvcluster import KVCluster, kv_health
     from workbook.nemesis import Fault, Nemesis, Schedule, random_schedule
     from workbook.rpcclient import (

@@ -167,4 +167,103 @@ def latency(history: History, split: float, *, f: str | None = None,
     return out
 
 
-__all__ = ["convergence", "exactly_one_response", "last_write", "latency", "register", "set_full"]
+def error_rate(history: History, *, max_rate: float, excuse: Any = None) -> dict[str, Any]:
+    """The clients' error rate: operations that did not end ``ok`` (fail, info or still pending) over all
+    client operations; ``valid`` when it is below *max_rate*. ``excuse(row)`` marks errors that are not
+    counted (e.g. a node's own error answer that a proxy must relay as is); they are reported apart.
+    ``first_error``: history time of the earliest counted error's invoke."""
+    rows = [r for r in history.operations() if r["process"] != "nemesis"]
+    bad = [r for r in rows if r["type"] != "ok"]
+    excused = [r for r in bad if excuse is not None and excuse(r)]
+    counted = [r for r in bad if not (excuse is not None and excuse(r))]
+    rate = len(counted) / len(rows) if rows else math.nan
+    by_type = Counter(r["type"] for r in counted)
+    return {"valid": bool(rows) and rate < max_rate, "operations": len(rows), "errors": len(counted),
+            "error_rate": rate, "excused": len(excused), "by_type": dict(by_type),
+            "first_error": min((r["invoke_time"] for r in counted), default=None)}
+
+
+def fault_at(faults: Sequence[Mapping[str, Any]], t: float) -> dict[str, Any] | None:
+    """The fault to blame for something that began at history time *t*: one in force then (the latest
+    started), else the last one that ended before *t*; None before the first fault. *faults*:
+    ``History.faults()`` rows."""
+    started = [f for f in faults if f["start"] <= t]
+    if not started:
+        return None
+    active = [f for f in started if f["end"] is None or f["end"] >= t]
+    pool = active or started
+    return dict(max(pool, key=lambda f: f["start"] if active else (f["end"] or f["start"])))
+
+
+def _is_sub_id(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("0x") and len(value) == 34
+
+
+def session_stream(frames: Iterable[Any]) -> dict[str, Any]:
+    """Judge one WebSocket session's wire trace (``WsClient.trace``: sent and received frames, in order):
+
+    - every request gets exactly one response, with its id (ids may be reused: responses per id never
+      exceed requests per id sent before them, and none is missing at the end);
+    - no notification arrives under a subscription id the client does not hold at that moment (held:
+      answered by one of its ``eth_subscribe`` and not yet released by an answered ``eth_unsubscribe``).
+    ``flagged``: the ``seq`` of each frame that broke a property, for a sequence chart."""
+    sent: Counter[str] = Counter()
+    got: Counter[str] = Counter()
+    asked: dict[str, list[tuple[str, Any]]] = {}  # id -> [(method, params)] still unanswered, in order
+    held: set[str] = set()
+    problems: list[str] = []
+    flagged: list[int] = []
+    for frame in frames:
+        message = frame.message
+        if frame.direction == "sent" and isinstance(message, dict) and "id" in message:
+            key = repr(message["id"])
+            sent[key] += 1
+            asked.setdefault(key, []).append((message.get("method"), message.get("params")))
+        elif frame.direction != "received" or not isinstance(message, dict):
+            continue
+        elif message.get("method") == "eth_subscription":
+            sub = (message.get("params") or {}).get("subscription")
+            if sub not in held:
+                problems.append(f"notification under {sub}, which the client does not hold")
+                flagged.append(frame.seq)
+        elif "id" in message:
+            key = repr(message["id"])
+            got[key] += 1
+            if got[key] > sent[key]:
+                problems.append(f"id {message['id']!r}: response #{got[key]} to {sent[key]} request(s)")
+                flagged.append(frame.seq)
+                continue
+            method, params = asked[key].pop(0) if asked.get(key) else (None, None)
+            result = message.get("result")
+            if method == "eth_subscribe" and _is_sub_id(result):
+                held.add(result)
+            elif method == "eth_unsubscribe" and result is True and params:
+                held.discard(params[0])
+    missing = {k: n - got[k] for k, n in sent.items() if got[k] < n}
+    if missing:
+        problems.append(f"requests without an answer: {missing}")
+    return {"valid": not problems, "problems": problems, "flagged": flagged, "requests": sum(sent.values()),
+            "responses": sum(got.values()), "held": sorted(held)}
+
+
+def percentiles(values: Sequence[float], quantiles: Sequence[float] = (0.5, 0.99)) -> dict[str, float]:
+    """``{"p50": ..., "p99": ...}`` of *values* (nearest rank; nan when empty)."""
+    return {f"p{round(q * 100):d}": _quantile(values, q) for q in quantiles}
+
+
+def flat(values: Sequence[float], *, tolerance: float = 0.1) -> dict[str, Any]:
+    """A series is flat when the mean of its last quarter is within *tolerance* (relative) of the mean
+    of its first quarter (e.g. a process's memory through a load run); needs 4 values or more."""
+    quarter = len(values) // 4
+    if quarter == 0:
+        return {"valid": False, "samples": len(values), "first": math.nan, "last": math.nan,
+                "change": math.nan}
+    first = sum(values[:quarter]) / quarter
+    last = sum(values[-quarter:]) / quarter
+    change = (last - first) / first if first else math.inf
+    return {"valid": abs(change) <= tolerance, "samples": len(values), "first": first, "last": last,
+            "change": change}
+
+
+__all__ = ["convergence", "error_rate", "exactly_one_response", "fault_at", "flat", "last_write", "latency",
+           "percentiles", "register", "session_stream", "set_full"]

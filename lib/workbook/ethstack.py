@@ -282,6 +282,13 @@ class ProxyWatch:
 
 
 @dataclass
+class ProxyAt(ProxyObserver):
+    """A :class:`ProxyObserver` of any proxy, by its HTTP URL (e.g. a second proxy of a stack)."""
+
+    proxy_http_url: str
+
+
+@dataclass
 class EthStack(ProxyObserver):
     """A started stack; the run owns the processes and links and stops them when it closes."""
 
@@ -297,9 +304,11 @@ class EthStack(ProxyObserver):
     async def start(cls, run: Run, *, defects: Iterable[str] = (), settings: Mapping[str, Any] | None = None,
                     block_time: float = 0.5, chain_id: int = 1337, seed: int = 1,
                     genesis_time: float | None = None, with_proxy: bool = True,
-                    node_args: Sequence[str] = (), ready_timeout: float = 15.0) -> EthStack:
+                    node_args: Sequence[str] = (), ready_timeout: float = 15.0,
+                    via_links: bool = True) -> EthStack:
         """Start el1 and el2 (one chain), the links and, with *with_proxy*, the proxy configured by
-        *settings* (rpcproxy's TOML keys) with *defects* (``--defect NAME`` each)."""
+        *settings* (rpcproxy's TOML keys) with *defects* (``--defect NAME`` each). Without *via_links*
+        the proxy talks to the nodes directly (no link faults; a load test spares the links' CPU)."""
         genesis = math.floor(time.time()) - 1000 if genesis_time is None else genesis_time
         chain = {"chain_id": chain_id, "seed": seed, "genesis_time": genesis, "block_time": block_time}
         stack = cls(run, {}, defects=tuple(defects), settings=dict(settings or {}), chain=chain)
@@ -307,8 +316,9 @@ class EthStack(ProxyObserver):
                              ready_timeout=ready_timeout) for name in NODES]
         for name, svc in zip(NODES, await asyncio.gather(*starts), strict=True):
             stack.nodes[name] = svc
-            stack.links[name] = run.links.add(f"{PROXY}->{name}", target=stack._address_of(name),
-                                              between=(PROXY, name))
+            if via_links:
+                stack.links[name] = run.links.add(f"{PROXY}->{name}", target=stack._address_of(name),
+                                                  between=(PROXY, name))
         if with_proxy:
             await stack.start_proxy(ready_timeout=ready_timeout)
         return stack
@@ -322,18 +332,24 @@ class EthStack(ProxyObserver):
     def _address_of(self, name: str) -> Any:
         return lambda: self.nodes[name].address  # resolved per connection: follows a restart
 
-    async def start_proxy(self, ready_timeout: float = 15.0) -> Service:
-        """Write the TOML config and start the proxy through the links (also after ``kill("proxy")``)."""
+    async def start_proxy(self, ready_timeout: float = 15.0, *, name: str = PROXY,
+                          defects: Iterable[str] | None = None) -> Service:
+        """Write the TOML config and start the proxy through the links (also after ``kill("proxy")``).
+
+        Another *name* starts a second proxy in front of the same nodes (with its own *defects*, default
+        the stack's), e.g. to measure two side by side; it is returned, ``self.proxy`` stays the first."""
         config = self.run.path("rpcproxy.toml")
         config.write_text(proxy_config_toml(self.settings))
-        argv = ["rpcproxy", "--listen", "127.0.0.1:0", "--name", PROXY, "--config", str(config)]
-        for name, role in NODES.items():
-            argv += [f"--{role}", f"{name}=http://{self.links[name].address}/"]
-        for defect in self.defects:
+        argv = ["rpcproxy", "--listen", "127.0.0.1:0", "--name", name, "--config", str(config)]
+        for node, role in NODES.items():
+            address = self.links[node].address if node in self.links else self.nodes[node].address
+            argv += [f"--{role}", f"{node}=http://{address}/"]
+        for defect in self.defects if defects is None else defects:
             argv += ["--defect", defect]
-        self.proxy = await self.run.astart(PROXY, argv, health=http_health("/health"),
-                                           ready_timeout=ready_timeout)
-        return self.proxy
+        svc = await self.run.astart(name, argv, health=http_health("/health"), ready_timeout=ready_timeout)
+        if name == PROXY:
+            self.proxy = svc
+        return svc
 
     # -- processes ----------------------------------------------------------------------------------------
 
@@ -382,6 +398,10 @@ class EthStack(ProxyObserver):
     def node_url(self, name: str, kind: str = "http") -> str:
         """A node's own endpoint (``"http"`` or ``"ws"``), bypassing the proxy and the link."""
         return self.nodes[name].url(kind)
+
+    def observer(self, proxy: Service) -> ProxyObserver:
+        """``/status``, ``/metrics`` and waits of another proxy (one from ``start_proxy(name=...)``)."""
+        return ProxyAt(proxy.url("http"))
 
     def link(self, name: str) -> Link:
         """The fault link between the proxy and node *name*."""

@@ -101,3 +101,16 @@ def proc_state(pid: int) -> str:
     except OSError:
         return ""
     return stat[stat.rindex(")") + 2]
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds spent, user + system; resident set size in bytes) of process *pid* from /proc;
+    (nan, 0) if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text()
+    except OSError:
+        return float("nan"), 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks, int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")

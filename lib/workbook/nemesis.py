@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -352,9 +352,12 @@ class Nemesis:
             return None
         return await self.calm(fault.target)
 
-    async def replay(self, schedule: Schedule) -> list[dict[str, Any]]:
+    async def replay(self, schedule: Schedule,
+                     settle: Callable[[], Awaitable[Any]] | None = None) -> list[dict[str, Any]]:
         """Apply every fault of *schedule* in order at its offset from now (or as soon after as the
-        previous undo allows), hold it, undo it. Returns what was applied (see :meth:`applied`)."""
+        previous undo allows), hold it, undo it. With *settle*, each undo is followed by ``await
+        settle()`` (e.g. wait until the system saw the node recover), so faults never overlap in effect;
+        the next fault then starts as soon after its offset as that allows. Returns what was applied."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         first = len(self._applied)
@@ -366,6 +369,8 @@ class Nemesis:
             if fault.hold > 0:
                 await asyncio.sleep(fault.hold)  # the fault's duration, as scheduled
             await self.end(fault)
+            if settle is not None:
+                await settle()
         return [dict(r) for r in self._applied[first:]]
 
 

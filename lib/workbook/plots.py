@@ -322,15 +322,21 @@ FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac
 
 
 def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] = (),
-             max_ops: int = 20000) -> Figure:
+             max_ops: int = 20000, max_lanes: int = 40) -> Figure:
     """Jepsen's timeline: one lane per process, one bar per operation from invoke to completion coloured
     by outcome (ok / fail / info / pending), and the nemesis's faults as shaded bands across every lane
     from their start to their end (a fault that could not be applied: a line). *highlight*: keys whose
-    operations get a red edge (e.g. lost writes).
+    operations get a red edge (e.g. lost writes). At most *max_lanes* processes are drawn (the first
+    ones; the title says how many were left out).
     """
     ops = [r for r in history.operations() if r["process"] != "nemesis"][-max_ops:]
     faults = history.faults()
     processes = sorted({r["process"] for r in ops}, key=lambda p: (len(p), p))
+    if len(processes) > max_lanes:
+        title = f"{title} (first {max_lanes} of {len(processes)} processes)"
+        processes = processes[:max_lanes]
+        shown = set(processes)
+        ops = [r for r in ops if r["process"] in shown]
     lane = {p: i for i, p in enumerate(processes)}
     end_of_run = max([r["complete_time"] or r["invoke_time"] for r in ops] +
                      [f["end"] or f["start"] for f in faults] + [0.0])
@@ -399,11 +405,12 @@ def version_clock(history: Any, *, f: str = "write", title: str = "Version clock
 
 
 def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
-          title: str, hline: tuple[str, float] | None = None) -> Figure:
-    """One marked line per named (xs, ys) series, and an optional labelled horizontal bound."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+          title: str, hline: tuple[str, float] | None = None, marker: str = "o") -> Figure:
+    """One marked line per named (xs, ys) series (e.g. time to converge against writes, or a process's
+    memory sampled through a run), and an optional labelled horizontal bound."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
     for name, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), marker="o", label=name)
+        ax.plot(list(xs), list(ys), marker=marker, ms=4 if marker == "o" else 3, lw=1.2, label=name)
     if hline is not None:
         ax.axhline(hline[1], color=HIGHLIGHT, lw=1, ls="--", label=hline[0])
     ax.set_xlabel(xlabel)
@@ -411,5 +418,90 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlab
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def error_rate(history: Any, *, bin_s: float = 1.0, title: str = "Error rate under the nemesis",
+               marks: Mapping[str, float] | None = None, max_rate: float | None = None,
+               excuse: Any = None) -> Figure:
+    """Client error rate per *bin_s* seconds (operations not ending ``ok`` over all, by invoke time) with
+    the requests per second, and under it the nemesis's faults as bands, one lane per target.
+    *marks*: labelled vertical lines (e.g. the first violation); *max_rate*: the SLO line; ``excuse(row)``:
+    errors drawn apart, in grey (as :func:`workbook.checkers.error_rate` leaves them out)."""
+    ops = [r for r in history.operations() if r["process"] != "nemesis"]
+    faults = history.faults()
+    end = max([r["complete_time"] or r["invoke_time"] for r in ops] +
+              [f["end"] or f["start"] for f in faults] + [bin_s])
+    bins = max(1, int(end / bin_s) + 1)
+    total, bad, excused = [0] * bins, [0] * bins, [0] * bins
+    for r in ops:
+        i = min(bins - 1, int(r["invoke_time"] / bin_s))
+        total[i] += 1
+        if r["type"] != "ok" and excuse is not None and excuse(r):
+            excused[i] += 1
+        else:
+            bad[i] += r["type"] != "ok"
+    xs = [i * bin_s for i in range(bins)]
+    rate = [100.0 * b / t if t else 0.0 for b, t in zip(bad, total, strict=True)]
+    if any(excused):
+        ax_rate = [100.0 * b / t if t else 0.0 for b, t in zip(excused, total, strict=True)]
+    targets = sorted({f["node"] for f in faults})
+    fig, (ax, lanes) = plt.subplots(2, 1, sharex=True, figsize=(11, 3.4 + 0.35 * max(1, len(targets))),
+                                    gridspec_kw={"height_ratios": [3, max(1, len(targets))]})
+    if any(excused):
+        ax.step(xs, ax_rate, where="post", color="#999999", ls="--", label="excused errors (%)")
+    ax.step(xs, rate, where="post", color=HIGHLIGHT, label="errors (%)")
+    if max_rate is not None:
+        ax.axhline(100.0 * max_rate, color="black", ls=":", lw=1, label=f"SLO {100 * max_rate:g} %")
+    ax.set_ylabel("errors (%)")
+    other = ax.twinx()
+    other.step(xs, [t / bin_s for t in total], where="post", color="#4c72b0", alpha=0.5, lw=1)
+    other.set_ylabel("requests/s", color="#4c72b0")
+    for label, t in (marks or {}).items():
+        for axis in (ax, lanes):
+            axis.axvline(t, color="black", lw=1.2, ls="--")
+        ax.text(t, ax.get_ylim()[1], f" {label}", va="top", fontsize=8)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    kinds: dict[str, str] = {}
+    lane = {t: i for i, t in enumerate(targets)}
+    for f in faults:
+        colour = kinds.setdefault(f["kind"], FAULT_COLOURS[len(kinds) % len(FAULT_COLOURS)])
+        stop = f["end"] if f["end"] is not None else end
+        lanes.broken_barh([(f["start"], max(stop - f["start"], end / 400))], (lane[f["node"]] - 0.4, 0.8),
+                          color=colour, alpha=0.85)
+        lanes.text(f["start"], lane[f["node"]], f" {f['kind']}", va="center", fontsize=7, clip_on=True)
+    for kind, colour in kinds.items():
+        lanes.plot([], [], color=colour, lw=6, label=kind)
+    lanes.set_yticks(range(len(targets)), targets)
+    lanes.set_ylim(-0.6, max(1, len(targets)) - 0.4)
+    lanes.set_xlabel("seconds since the history started")
+    if kinds:
+        lanes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cdf(samples: Mapping[str, Sequence[float]], *, xlabel: str, title: str,
+        marks: Mapping[str, float] | None = None, log: bool = True) -> Figure:
+    """Empirical CDF of each named sample (e.g. request latencies of two proxies), on a log x axis;
+    *marks*: labelled vertical lines (a bound)."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for name, values in samples.items():
+        ordered = sorted(v for v in values if v > 0 or not log)
+        if ordered:
+            ax.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post", label=name)
+    for label, x in (marks or {}).items():
+        ax.axvline(x, color="black", ls=":", lw=1)
+        ax.text(x, 0.02, f" {label}", fontsize=8)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbook._exceptions import ConditionTimeout, ServiceError
-from workbook.launch import proc_state, spawn
+from workbook.launch import proc_state, proc_usage, spawn
 from workbook.waiting import wait_until, wait_until_sync
 
 if TYPE_CHECKING:
@@ -111,6 +111,10 @@ class Service:
         if self.proc is None:
             raise ServiceError(f"service {self.name!r} was never started")
         return self.proc.pid
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds the process has spent, its resident memory in bytes), read from /proc."""
+        return proc_usage(self.pid)
 
     @property
     def address(self) -> str:

@@ -3,7 +3,10 @@
 KV: :func:`write_unique` (a set: unique keys), :func:`write_register` (one key, one logical writer,
 a concurrent reader), :func:`read_all`, :func:`present_anywhere`, and :func:`crash_cycle` (kv-01's
 write / ``kill -9`` / restart / read-back, shared by the notebook and the tests). RPC:
-:func:`request_stream` (requests at a steady rate). Each operation goes through the client's own
+:func:`request_stream` (requests at a steady rate), :func:`subscribed_sessions` (WebSocket sessions each
+holding a newHeads subscription), :func:`session_requests` (each session asks at its own pace) and
+:func:`session_steps` (one session through a list of steps, for a property search). Each operation
+goes through the client's own
 outcome rule (:func:`~workbook.kvcluster.kv_outcome`, :func:`~workbook.rpcclient.rpc_outcome`).
 """
 
@@ -13,7 +16,8 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kvstore.client import AsyncKVClient, KeyNotFound
@@ -502,8 +506,230 @@ def latency_over_time(history: History, *, bin_seconds: float, group: Callable[[
     return out
 
 
-__all__ = ["FIVE_SUBSCRIPTIONS", "TRANSFER_TOPIC", "converges_within", "crash_cycle", "force_move",
-           "latency_over_time", "notification_rows", "partial_failure", "partition_round", "present_anywhere",
-           "read_all", "request_stream", "request_streams", "restart_all_round", "share_over_time",
-           "stale_read_round", "subscribe_clients", "subscription_label", "write_keys", "write_register",
-           "write_unique"]
+
+
+async def subscribed_sessions(url: str, history: History | None, *, count: int,
+                              kinds: Sequence[str] = ("geth",), name: str = "ws",
+                              subscription: str = "newHeads", timeout: float = 10.0  # noqa: ASYNC109
+                              ) -> list[tuple[Any, str]]:
+    """Open *count* WebSocket sessions to *url* (client kinds taken from *kinds* in turn, named
+    ``{name}{i}``), each subscribed to *subscription*; returns (client, subscription id) pairs."""
+    from workbook.rpcclient import WsClient
+
+    async def one(i: int) -> tuple[Any, str]:
+        client = await WsClient.connect(url, kinds[i % len(kinds)], name=f"{name}{i}",  # type: ignore[arg-type]
+                                        history=history, open_timeout=timeout)
+        try:
+            return client, await client.subscribe(subscription, timeout=timeout)
+        except Exception:
+            await client.close()
+            raise
+
+    opened = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    failed = [o for o in opened if isinstance(o, BaseException)]
+    if failed:
+        await asyncio.gather(*(o[0].close() for o in opened if not isinstance(o, BaseException)))
+        raise failed[0]
+    return [o for o in opened if not isinstance(o, BaseException)]
+
+
+async def session_requests(clients: Iterable[Any], *, period: float, stop: asyncio.Event,
+                           method: str = "eth_blockNumber", timeout: float = 2.0) -> int:  # noqa: ASYNC109
+    """Every client sends *method* once per *period* seconds, one at a time (as the seed's k6 sessions
+    do), until *stop*; each request is recorded by the client's history. Returns how many were sent."""
+    counts = await asyncio.gather(*(request_stream(c, method, rate=1 / period, stop=stop, timeout=timeout)
+                                    for c in clients))
+    return sum(counts)
+
+
+def _answers_in(trace: Sequence[Any]) -> tuple[Counter[str], Counter[str]]:
+    sent: Counter[str] = Counter()
+    got: Counter[str] = Counter()
+    for frame in trace:
+        message = frame.message
+        if isinstance(message, dict) and "id" in message and "method" not in message \
+                and frame.direction == "received":
+            got[repr(message["id"])] += 1
+        elif isinstance(message, dict) and "id" in message and frame.direction == "sent":
+            sent[repr(message["id"])] += 1
+    return sent, got
+
+
+async def session_steps(stack: Any, steps: Sequence[Sequence[Any]], *, name: str = "session",
+                        history: History | None = None, nemesis: Nemesis | None = None,
+                        timeout: float = 5.0) -> list[Any]:  # noqa: ASYNC109
+    """Run *steps* on one fresh WebSocket session through *stack*'s proxy; returns the client's trace.
+
+    Steps: ``("subscribe", params, id)``, ``("unsubscribe", pick, id)`` (the *pick*-th held subscription,
+    or an id nobody holds), ``("request", method, params, id, times)`` (*times* copies of one id in
+    flight), ``("move",)`` (the session's upstream drops its WebSockets; the session moves). After each
+    step every request has its answers (or *timeout* passed); after a move the session has settled and
+    a sync request (id ``sync-N``) has its answer, so whatever the move sent the client is in the trace.
+    The trace ends with one more sync. Each step is an operation of process *name* in *history*."""
+    from workbook.rpcclient import WsClient
+
+    await wait_until(lambda: _no_sessions(stack), timeout, "no proxy session left from before")
+    client = await WsClient.connect(stack.proxy_ws_url, "geth", name=name, open_timeout=timeout)
+    syncs = 0
+
+    async def settle() -> None:
+        def answered() -> bool:
+            sent, got = _answers_in(client.trace)
+            return all(got[k] >= n for k, n in sent.items()) or client.closed
+        try:
+            await client.wait_for(answered, timeout, "every request answered")
+        except Exception:  # an unanswered request is an observation: the checker reports it
+            pass
+
+    async def sync() -> None:
+        nonlocal syncs
+        syncs += 1
+        await send({"id": f"sync-{syncs}", "method": "eth_chainId", "params": []})
+        await settle()
+
+    async def send(message: dict[str, Any]) -> None:
+        await client.send_raw({"jsonrpc": "2.0", **message})
+
+    async def run(step: Sequence[Any]) -> None:
+        kind = step[0]
+        if kind == "subscribe":
+            await send({"id": step[2], "method": "eth_subscribe", "params": list(step[1])})
+        elif kind == "unsubscribe":
+            held = checkers.session_stream(client.trace)["held"]
+            target = held[step[1] % len(held)] if held else "0x" + "0" * 32
+            await send({"id": step[2], "method": "eth_unsubscribe", "params": [target]})
+        elif kind == "request":
+            for _ in range(step[4]):
+                await send({"id": step[3], "method": step[1], "params": list(step[2])})
+        elif kind == "move":
+            session = (await stack.sessions())[0]
+            if nemesis is not None:
+                await nemesis.drop_websockets(session["upstream"])
+            else:
+                await stack.admin(session["upstream"]).drop_websockets()
+            await stack.wait_moves(session["moves"] + 1, timeout)
+        else:
+            raise ValueError(f"unknown step {step!r}")
+        await settle()
+        if kind == "move":
+            await sync()
+
+    try:
+        await stack.wait_moves(1, timeout)
+        for step in steps:
+            if history is None:
+                await run(step)
+            else:
+                await history.record(name, step[0], lambda s=step: run(s), value=list(step[1:]), reraise=True)
+        await sync()
+    finally:
+        await client.close()
+    return list(client.trace)
+
+
+async def _no_sessions(stack: Any) -> bool:
+    return not await stack.sessions()
+
+
+def property_search(strategy: Any, failing: Callable[[Any], Awaitable[bool]], *, examples: int,
+                    seed: int) -> dict[str, Any]:
+    """Search *strategy* for an input on which ``await failing(x)`` is true, shrink it, and return
+    ``{"counterexample": x or None, "examples": calls made, "shrinks": calls after the first failure}``.
+
+    Hypothesis's ``find`` with a seeded ``random`` and no example database: the same seed, the same
+    search, the same smallest counterexample (as long as *failing* is a function of its input). It runs
+    on a private event loop, so call it through ``asyncio.to_thread`` from a notebook."""
+    import random
+
+    from hypothesis import HealthCheck, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    calls = {"n": 0, "first": None}
+    loop = asyncio.new_event_loop()
+
+    def condition(x: Any) -> bool:
+        calls["n"] += 1
+        found = loop.run_until_complete(failing(x))
+        if found and calls["first"] is None:
+            calls["first"] = calls["n"]
+        return found
+
+    config = settings(max_examples=examples, database=None, deadline=None,
+                      suppress_health_check=list(HealthCheck))
+    try:
+        example = find(strategy, condition, settings=config, random=random.Random(seed))
+    except NoSuchExample:
+        example = None
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    first = calls["first"]
+    return {"counterexample": example, "examples": calls["n"], "first_failure_at": first,
+            "shrinks": calls["n"] - first if first is not None else 0}
+
+
+async def sample_processes(processes: Mapping[str, Any], *, every: float,
+                           stop: asyncio.Event) -> list[dict[str, Any]]:
+    """Every *every* seconds until *stop*, each process's CPU seconds and resident memory (anything
+    with ``usage() -> (cpu_seconds, rss_bytes)``, such as a :class:`~workbook.service.Service`): rows
+    ``{wall, process, cpu_s, rss_mb}``, one first at once and one last at *stop*."""
+    rows: list[dict[str, Any]] = []
+
+    def sample() -> None:
+        now = time.time()
+        for name, proc in processes.items():
+            cpu, rss = proc.usage()
+            rows.append({"wall": now, "process": name, "cpu_s": cpu, "rss_mb": rss / 2**20})
+
+    sample()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
+        sample()
+    return rows
+
+
+async def forced_reconnections(nemesis: Nemesis, node: str, *, every: float, stop: asyncio.Event) -> int:
+    """*node* closes every WebSocket (the proxy's upstream links on it) every *every* seconds until
+    *stop*: the sessions on it must reconnect. Returns how many times."""
+    count = 0
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return count
+        except TimeoutError:
+            await nemesis.drop_websockets(node)
+            count += 1
+
+
+__all__ = [
+    "FIVE_SUBSCRIPTIONS",
+    "TRANSFER_TOPIC",
+    "converges_within",
+    "crash_cycle",
+    "force_move",
+    "forced_reconnections",
+    "latency_over_time",
+    "notification_rows",
+    "partial_failure",
+    "partition_round",
+    "present_anywhere",
+    "property_search",
+    "read_all",
+    "request_stream",
+    "request_streams",
+    "restart_all_round",
+    "sample_processes",
+    "session_requests",
+    "session_steps",
+    "share_over_time",
+    "stale_read_round",
+    "subscribe_clients",
+    "subscribed_sessions",
+    "subscription_label",
+    "write_keys",
+    "write_register",
+    "write_unique",
+]
