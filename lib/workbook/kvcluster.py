@@ -31,8 +31,8 @@ from workbook.service import Service
 from workbook.waiting import wait_until
 
 _POLL_S = 0.05
-# A channel of its own connection: gRPC shares subchannels between a process's channels to one address,
-# and closing one mid-connect fails the others' first call ("tcp handshaker shutdown").
+# A channel of its own connection (gRPC otherwise shares a subchannel between a process's channels to
+# one address), so a probe that closes never touches another client's connection attempt.
 LOCAL_POOL = [("grpc.use_local_subchannel_pool", 1)]
 
 

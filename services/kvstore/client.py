@@ -20,9 +20,9 @@ from kvstore.proto import kvstore_pb2 as pb
 from kvstore.proto import kvstore_pb2_grpc as pbg
 from kvstore.replication import CHANNEL_OPTIONS
 
-# Each client owns its connection. gRPC otherwise shares one subchannel between every channel of the
-# process to the same address, so closing one client mid-connect (a status probe) fails a new client's
-# first call at once with "tcp handshaker shutdown".
+# Each client owns its connection (no subchannel shared with the process's other channels to the same
+# address), so closing one client never touches another's connection attempt. The connect-time flakes
+# once blamed on sharing came from CHANNEL_OPTIONS' connect timeout (see kvstore.replication).
 CLIENT_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
