@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workbook._exceptions import ConditionTimeout
+from workbook.jsonlines import read_records
 from workbook.waiting import wait_until_sync
 
 PROCESSES_FILE = "processes.jsonl"
@@ -121,17 +122,7 @@ def record_process(run_dir: Path, name: str, pid: int, argv: list[str]) -> int |
 
 def recorded_processes(run_dir: Path) -> list[dict[str, Any]]:
     """The process records of a run directory (unreadable lines are skipped)."""
-    try:
-        lines = (run_dir / PROCESSES_FILE).read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    return read_records(run_dir / PROCESSES_FILE)
 
 
 def kill_recorded(run_dir: Path, grace: float = 2.0) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbook._exceptions import ConditionTimeout, ServiceError
+from workbook.jsonlines import read_records
 from workbook.launch import proc_state, proc_usage, spawn
 from workbook.waiting import wait_until, wait_until_sync
 
@@ -312,17 +313,7 @@ class Service:
 
     def logs(self) -> list[dict[str, Any]]:
         """The JSON-lines log records so far (a partly written last line is skipped)."""
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        records = []
-        for line in lines:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-        return records
+        return read_records(self.log_path)
 
     def output(self) -> str:
         """Captured stdout/stderr (tracebacks land here)."""
