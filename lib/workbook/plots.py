@@ -321,6 +321,25 @@ TYPE_COLOURS = {"ok": "#4c72b0", "fail": "#dd8452", "info": "#d62728", "pending"
 FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac"]
 
 
+LABEL_ROW = 0.5  # lanes of height one label row takes above the lanes
+CHAR_SPAN = 1 / 150  # share of the time axis one character of a 7-point label covers on an 11-inch figure
+
+
+def _label_rows(labels: Sequence[tuple[float, str]], *, span: float) -> list[int]:
+    """A row for each (x, text) label, the lowest whose labels all end before this one starts, so labels
+    of faults that start together (or close) stack instead of overprinting each other."""
+    ends: list[float] = []  # per row: where its last label ends
+    rows = []
+    width = max(span, 1e-9) * CHAR_SPAN
+    for x, text in labels:
+        row = next((i for i, end in enumerate(ends) if end <= x), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = x + width * len(text)
+        rows.append(row)
+    return rows
+
+
 def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] = (),
              max_ops: int = 20000, max_lanes: int = 40) -> Figure:
     """Jepsen's timeline: one lane per process, one bar per operation from invoke to completion coloured
@@ -330,7 +349,7 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     ones; the title says how many were left out).
     """
     ops = [r for r in history.operations() if r["process"] != "nemesis"][-max_ops:]
-    faults = history.faults()
+    faults = sorted(history.faults(), key=lambda f: f["start"])
     processes = sorted({r["process"] for r in ops}, key=lambda p: (len(p), p))
     if len(processes) > max_lanes:
         title = f"{title} (first {max_lanes} of {len(processes)} processes)"
@@ -366,12 +385,14 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
             ax.axvline(f["start"], color=colour, lw=1.5)
         else:
             ax.axvspan(f["start"], end, color=colour, alpha=0.3, lw=0)
-        ax.text(f["start"], len(processes) - 0.4, f" {f['kind']} {f['node']}", fontsize=7, va="bottom",
-                rotation=0, clip_on=True)
+    rows = _label_rows([(f["start"], f" {f['kind']} {f['node']}") for f in faults], span=end_of_run)
+    for f, row in zip(faults, rows, strict=True):
+        ax.text(f["start"], len(processes) - 0.4 + LABEL_ROW * row, f" {f['kind']} {f['node']}", fontsize=7,
+                va="bottom", rotation=0, clip_on=True)
     for kind, colour in kinds.items():
         ax.plot([], [], color=colour, lw=6, alpha=0.5, label=f"nemesis: {kind}")
     ax.set_yticks(range(len(processes)), processes)
-    ax.set_ylim(-0.8, len(processes) + 0.3)
+    ax.set_ylim(-0.8, len(processes) + 0.3 + LABEL_ROW * max(rows, default=0))
     ax.set_xlabel("seconds since the history started")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
