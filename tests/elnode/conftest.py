@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -10,6 +9,7 @@ import pytest
 from elnode.chain import Chain, ChainSpec
 from workbook.run import Run
 from workbook.service import Service, http_health
+from workbook.waiting import wait_until
 
 GENESIS = 1_700_000_000
 BLOCK_TIME = 0.2
@@ -43,12 +43,8 @@ def node(start_node: Callable[..., Service]) -> Service:
 
 async def until(predicate: Callable[[], bool], *, timeout: float = 10.0,  # noqa: ASYNC109
                 what: str = "condition") -> None:
-    """Poll *predicate* every few ms until it holds; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout:g} s")
-        await asyncio.sleep(0.01)
+    """Wait until *predicate* holds (checked every 10 ms); fail the test after *timeout* seconds."""
+    await wait_until(predicate, timeout, f"{what} to hold", poll=0.01, error=AssertionError)
 
 
 def clock_head(block_time: float = BLOCK_TIME) -> int:

@@ -9,6 +9,7 @@ import time
 import pytest
 from kvstore.client import AsyncKVClient, OutcomeUnknown
 from kvstore.limits import message_limit
+from workbook.waiting import wait_until
 
 VALUE = 64 << 10
 
@@ -33,13 +34,14 @@ def _count(svc, event: str) -> int:
 
 async def _wait_log(svc, event: str, timeout: float = 10.0, since: int = 0) -> dict:  # noqa: ASYNC109
     """The first *event* record after the first *since* ones (a restarted node's log goes on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [r for r in svc.logs() if r["event"] == event]
-        if len(found) > since:
-            return found[since]
-        assert time.monotonic() < deadline, f"no {event} in the log within {timeout} s"
-        await asyncio.sleep(0.05)
+    found: list[dict] = []
+
+    def logged() -> bool:
+        found[:] = [r for r in svc.logs() if r["event"] == event]
+        return len(found) > since
+
+    await wait_until(logged, timeout, f"{event} in the log", poll=0.05)
+    return found[since]
 
 
 async def test_a_restarted_node_catches_up_20_mb_and_serves_only_once_it_holds_it(start_cluster) -> None:

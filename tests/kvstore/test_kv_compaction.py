@@ -9,19 +9,22 @@ import time
 
 import pytest
 from kvstore.client import KeyNotFound
+from workbook.waiting import wait_until
 
 FAST = ["--compact-interval", "0.2", "--tombstone-grace", "0.5"]
 
 
 async def _until(cluster, check, timeout: float = 15.0) -> list[dict]:  # noqa: ASYNC109 (a bound)
     """Poll every node's status until check(rows) holds; returns the rows."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [cluster.client(n).status() for n in cluster.names]
-        if check(rows):
-            return rows
-        assert time.monotonic() < deadline, [(r["name"], r["trimmed"], r["tombstones"]) for r in rows]
-        await asyncio.sleep(0.05)
+    rows: list[dict] = []
+
+    def holds() -> bool:
+        rows[:] = [cluster.client(n).status() for n in cluster.names]
+        return check(rows)
+
+    await wait_until(holds, timeout, lambda: str([(r["name"], r["trimmed"], r["tombstones"]) for r in rows]),
+                     poll=0.05)
+    return rows
 
 
 async def test_the_log_is_trimmed_and_tombstones_go_after_the_grace(start_cluster) -> None:

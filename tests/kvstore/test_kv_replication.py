@@ -3,13 +3,11 @@ SIGTERM, durable per-peer cursors."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import lmdb
 import pytest
 from kvstore.client import KeyNotFound, OutcomeUnknown
 from workbook.kvcluster import kv_outcome
+from workbook.waiting import wait_until
 
 
 async def test_a_deadline_after_the_local_commit_is_outcome_unknown(start_cluster) -> None:
@@ -61,10 +59,8 @@ async def test_peer_cursors_are_durable(start_cluster) -> None:
     def acked() -> dict[str, int | None]:
         return {p["name"]: p["acked"].get("kv1") for p in kv1.status()["peers"]}
 
-    deadline = time.monotonic() + 10
-    while acked() != {"kv2": 2, "kv3": 2}:  # the next heartbeat reply carries the peers' positions
-        assert time.monotonic() < deadline, acked()
-        await asyncio.sleep(0.02)
+    # the next heartbeat reply carries the peers' positions
+    await wait_until(lambda: acked() == {"kv2": 2, "kv3": 2}, 10, lambda: f"acked positions {acked()}")
     live = acked()
     assert cluster.stop("kv1") == 0
     env = lmdb.open(str(cluster.data_dir("kv1")), max_dbs=4, map_size=256 << 20, readonly=True)
@@ -83,11 +79,11 @@ async def test_replicated_versions_too_far_ahead_are_refused_until_the_clock_is_
     await cluster.set_clock_offset("kv3", -60.0)  # kv3's clock is a minute behind: everyone else is "ahead"
     kv1 = cluster.client("kv1")
     kv1.put("k", "v")  # W=2: kv1 + kv2
-    deadline = time.monotonic() + 10
-    while not any(r["event"] == "peer.error" and "ahead of this node's clock" in r.get("error", "")
-                  for r in cluster["kv1"].logs()):
-        assert time.monotonic() < deadline, "kv3 never refused kv1's entries"
-        await asyncio.sleep(0.02)
+    def refused() -> bool:
+        return any(r["event"] == "peer.error" and "ahead of this node's clock" in r.get("error", "")
+                   for r in cluster["kv1"].logs())
+
+    await wait_until(refused, 10, "kv3 to refuse kv1's entries")
     with pytest.raises(KeyNotFound):
         cluster.client("kv3").get("k")
     await cluster.set_clock_offset("kv3", 0.0)

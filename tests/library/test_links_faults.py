@@ -11,6 +11,7 @@ from workbook import FaultLinkError
 from workbook.links import Link, Links
 from workbook.run import Run
 from workbook.service import Service
+from workbook.waiting import wait_until_sync
 
 
 @pytest.fixture
@@ -54,10 +55,7 @@ def assert_new_connection_reset(link: Link) -> None:
 
 
 def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
+    wait_until_sync(predicate, timeout, "the link's state", poll=0.005)
 
 
 def test_link_forwards_and_counts(run: Run, echo: Service) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from workbook import registry
 from workbook.registry import Owner, RunRecord, proc_start_time
 from workbook.run import Run
 from workbook.runner import cli
+from workbook.waiting import wait_until_sync
 
 OWNER = """
 import sys
@@ -36,10 +36,7 @@ def own_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def wait_gone(pid: int, start: int | None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while registry.is_alive(pid, start):
-        assert time.monotonic() < deadline, f"process {pid} still alive"
-        time.sleep(0.01)
+    wait_until_sync(lambda: not registry.is_alive(pid, start), timeout, f"process {pid} to exit", poll=0.01)
 
 
 def test_sigkilled_owner_takes_its_services_along_and_down_cleans_up(own_registry: Path,
