@@ -27,6 +27,8 @@ import httptools
 MAX_HEAD = 65536  # bytes of status line and headers, with the blank line that ends them
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _HEAD_END = b"\r\n\r\n"
+_VERSION = b"HTTP/1."  # how a head starts (llhttp refuses HTTP/1.x other than 1.0 and 1.1)
+_FRAMING_LENGTHS = frozenset(map(len, ("content-length", "transfer-encoding", "connection")))
 
 
 class UpstreamHttpError(Exception):
@@ -52,14 +54,12 @@ class _Response:
     __slots__ = (
         "body",
         "close_delimited",
-        "codings",
         "complete",
-        "connection",
         "extra",
         "final",
         "headers",
         "keep_alive",
-        "length",
+        "raw",
         "received",
         "reusable",
         "status",
@@ -67,10 +67,8 @@ class _Response:
 
     def __init__(self) -> None:
         self.status = 0
+        self.raw: list[tuple[bytes, bytes]] = []  # header fields as the parser gave them
         self.headers: list[tuple[str, str]] = []
-        self.codings: str | None = None  # Transfer-Encoding values, lowercased, comma-joined
-        self.length: int | None = None  # Content-Length
-        self.connection = ""  # Connection tokens, lowercased, comma-joined
         self.final = False  # the final (non-1xx) response's head has been read
         self.keep_alive = False
         self.close_delimited = False  # the body ends with the connection
@@ -183,6 +181,12 @@ class Connection(asyncio.Protocol):
         if not self._in_head:
             self._parse(r, data)
             return
+        if not self._head and data.startswith(_VERSION) and data[9:10] != b"1":
+            # The common case, in one call: a final (not 1xx) response whose head is all here and fits.
+            end = data.find(_HEAD_END)
+            if 0 <= end <= MAX_HEAD - 4:
+                self._parse(r, data)
+                return
         buf, scan = data, 0
         if self._head:
             scan = len(self._head) - 3  # the blank line may straddle the pieces
@@ -198,11 +202,11 @@ class Connection(asyncio.Protocol):
             if end < 0:
                 self._head += view[pos:]
                 return
+            if not buf.startswith(_VERSION, pos):  # llhttp would also take HTTP/0.9, HTTP/2.0, RTSP/, ICE/
+                raise UpstreamHttpError(f"bad status line {bytes(view[pos : pos + 40])!r}")
             self._parse(r, view[pos : end + 4])
             pos = end + 4
         if pos < len(buf):
-            if r.complete:
-                r.extra = True  # even a bare CRLF, which the parser would skip
             self._parse(r, view[pos:])
 
     def _parse(self, r: _Response, data: bytes | memoryview) -> None:
@@ -248,49 +252,50 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         r = self._resp
-        if r is None or r.final:
-            return  # trailers (and anything after the response) are not forwarded
-        key = name.decode("latin-1")  # a token: llhttp has checked it
-        text = value.decode("utf-8", "surrogateescape").strip(" \t")  # OWS only, not every Unicode space
-        r.headers.append((key, text))
-        lower = key.lower()
-        if lower == "content-length":
-            r.length = int(text)  # digits only: llhttp has checked them, and refused a repeat
-        elif lower == "transfer-encoding":
-            r.codings = text.lower() if r.codings is None else f"{r.codings},{text.lower()}"
-        elif lower == "connection":
-            r.connection += "," + text.lower()
+        if r is not None and not r.final:  # trailers (and anything after the response) are not forwarded
+            r.raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         r = self._resp
         if r is None or r.final:
             return
         parser = self._parser
-        version = parser.get_http_version()
-        if version not in ("1.0", "1.1"):
-            raise UpstreamHttpError(f"unsupported HTTP version {version!r}")
-        status = parser.get_status_code()
+        status = parser.get_status_code()  # of an HTTP/1.0 or 1.1 response: _feed has checked the version
         if 100 <= status < 200:  # interim response: the real one follows
             if status == 101:
                 raise UpstreamHttpError("upstream switched protocols (101) in answer to a forwarded request")
-            r.headers, r.codings, r.length, r.connection = [], None, None, ""
+            r.raw = []
             return
-        r.final, r.status = True, status
+        # names are tokens (llhttp has checked them); of a value only OWS is trimmed, not every Unicode space
+        headers = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape").strip(" \t")) for n, v in r.raw]
+        length: int | None = None
+        codings: str | None = None
+        close = False
+        for name, value in headers:
+            if len(name) not in _FRAMING_LENGTHS:
+                continue
+            lower = name.lower()
+            if lower == "content-length":
+                length = int(value)  # digits only: llhttp has checked them, and refused a repeat
+            elif lower == "transfer-encoding":
+                codings = value.lower() if codings is None else f"{codings},{value.lower()}"
+            elif lower == "connection":
+                close = close or "close" in (t.strip() for t in value.lower().split(","))
+        r.final, r.status, r.headers = True, status, headers
         self._in_head = False
-        tokens = {t.strip() for t in r.connection.split(",")}
-        r.keep_alive = parser.should_keep_alive() and "close" not in tokens
+        r.keep_alive = parser.should_keep_alive() and not close
         if status in (204, 304):
             return  # no body, whatever the headers say
-        if r.codings is not None:
-            if [c.strip() for c in r.codings.split(",") if c.strip()] != ["chunked"]:
+        if codings is not None:
+            if [c.strip() for c in codings.split(",") if c.strip()] != ["chunked"]:
                 # Transfer-Encoding is hop-by-hop: forwarding a gzip-coded body without it would corrupt it.
-                raise UpstreamHttpError(f"unsupported transfer coding {r.codings[:40]!r} (only chunked)")
+                raise UpstreamHttpError(f"unsupported transfer coding {codings[:40]!r} (only chunked)")
             # With a Content-Length too, the framing is ambiguous (RFC 9112 6.3): read as chunked, then close.
-            r.keep_alive = r.keep_alive and r.length is None
-        elif r.length is not None:
-            if r.length > self.max_body:  # refused on the head, the body never waited for
+            r.keep_alive = r.keep_alive and length is None
+        elif length is not None:
+            if length > self.max_body:  # refused on the head, the body never waited for
                 raise ResponseTooLarge(
-                    f"response body of {r.length} bytes exceeds the limit of {self.max_body}"
+                    f"response body of {length} bytes exceeds the limit of {self.max_body}"
                 )
         else:
             r.close_delimited, r.keep_alive = True, False
