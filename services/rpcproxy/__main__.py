@@ -62,8 +62,9 @@ def build_parser() -> ArgumentParser:
         "--loop",
         choices=LOOPS,
         default="auto",
-        help="event loop: uvloop (pip install 'incident-workbook[fast]'), asyncio, or auto (default: uvloop "
-        "when installed, else asyncio)",
+        metavar="LOOP",
+        help="event loop: uvloop (the 'fast' extra), asyncio, or auto (default: uvloop when installed, "
+        "else asyncio)",
     )
     add_defect_argument(parser, DEFECTS)
     return parser
