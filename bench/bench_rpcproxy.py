@@ -1,13 +1,15 @@
 """rpcproxy against elnode directly, side by side in one run: throughput and p50/p99 latency over HTTP and
 WebSocket, the production load (1000 requests/s over HTTP plus 100 WebSocket sessions with newHeads
-subscriptions), and the pooled proxy against the ``client-per-request`` defect.
+subscriptions), the pooled proxy against the ``client-per-request`` defect, and the proxy on uvloop
+(``proxy``, ``--loop uvloop``) against the same proxy on asyncio's loop (``proxy-asyncio``).
 
 Everything is printed as ratios measured in the same run on the same machine (loopback only).
 Throughput is measured with load generators that cost the shared cores little (wrk over HTTP, a raw-socket
 flood over WebSocket: see ``bench/loadgen.py``), so that it is the services' rate and not the client's;
 the same measurement with the Python clients is printed beside it. Latency is measured one request at a
 time with the Python clients.
-Targets: proxy throughput >= 0.5 x direct; p50 overhead <= 1 ms; production load p99 < 100 ms.
+Targets: proxy throughput >= 0.5 x direct; p50 overhead <= 1 ms; production load p99 < 100 ms. The
+uvloop/asyncio ratios are printed, not judged.
 Run: ``make bench`` or ``.venv/bin/python -m bench rpcproxy``.
 """
 
@@ -57,6 +59,7 @@ FLOOD_WS_WINDOW = 64
 LOAD_RATE = 1000  # requests/s over HTTP
 LOAD_SESSIONS = 100  # WebSocket sessions, each subscribed to newHeads and asking once a second
 LOAD_SECONDS = 8.0
+ASYNCIO = "(asyncio loop)"  # the suffix of the measurements of proxy-asyncio
 
 
 @dataclass
@@ -218,7 +221,7 @@ def cpu_seconds(pid: int) -> float:
 
 def _row(name: str, sample: Sample) -> str:
     return (
-        f"{name:<34}{sample.rate:>10.0f}{sample.pct(0.5) * 1e3:>9.2f}{sample.pct(0.99) * 1e3:>9.2f}"
+        f"{name:<42}{sample.rate:>10.0f}{sample.pct(0.5) * 1e3:>9.2f}{sample.pct(0.99) * 1e3:>9.2f}"
         f"{sample.errors:>8}"
     )
 
@@ -251,7 +254,11 @@ async def start_topology(run: Run) -> dict[str, Service]:
         "--backup",
         f"el2={services['el2'].url('http')}",
     ]
-    for name, defects in (("proxy", []), ("proxy-per-request", ["--defect", "client-per-request"])):
+    for name, extra in (
+        ("proxy", ["--loop", "uvloop"]),
+        ("proxy-asyncio", ["--loop", "asyncio"]),
+        ("proxy-per-request", ["--loop", "uvloop", "--defect", "client-per-request"]),
+    ):
         services[name] = await run.astart(
             name,
             [
@@ -263,7 +270,7 @@ async def start_topology(run: Run) -> dict[str, Service]:
                 "--config",
                 str(config),
                 *upstreams,
-                *defects,
+                *extra,
             ],
             health=http_health("/health"),
         )
@@ -273,17 +280,21 @@ async def start_topology(run: Run) -> dict[str, Service]:
 async def floods(services: dict[str, Service], wrk: str | None) -> dict[str, Flood]:
     """Throughput with the cheap load generators, direct and via the proxy, in interleaved rounds (the
     better of each kept, so a noisy neighbour costs less). HTTP rows are missing when wrk is."""
-    el1, proxy = services["el1"], services["proxy"]
+    targets = (
+        ("direct", services["el1"]),
+        ("via proxy", services["proxy"]),
+        (f"via proxy {ASYNCIO}", services["proxy-asyncio"]),
+    )
     body = {**BODY, "id": 1}
     plan: list[tuple[str, Callable[[], Awaitable[Flood]]]] = [
-        ("WS direct", lambda: ws_flood(el1.url("ws"), BODY, total=FLOOD_WS_REQUESTS, window=FLOOD_WS_WINDOW)),
         (
-            "WS via proxy",
-            lambda: ws_flood(proxy.url("ws"), BODY, total=FLOOD_WS_REQUESTS, window=FLOOD_WS_WINDOW),
-        ),
+            f"WS {label}",
+            lambda url=svc.url("ws"): ws_flood(url, BODY, total=FLOOD_WS_REQUESTS, window=FLOOD_WS_WINDOW),
+        )
+        for label, svc in targets
     ]
     if wrk is not None:
-        for name, svc in (("HTTP direct", el1), ("HTTP via proxy", proxy)):
+        for name, svc in ((f"HTTP {label}", svc) for label, svc in targets):
             plan.append(
                 (
                     name,
@@ -316,6 +327,7 @@ async def bench() -> int:
     with Run.create("bench-rpcproxy") as run:
         s = await start_topology(run)
         el1, proxy, per_request = s["el1"], s["proxy"], s["proxy-per-request"]
+        on_asyncio = s["proxy-asyncio"]
         flooded = await floods(s, wrk)
         plan: list[tuple[str, Callable[[], Awaitable[Sample]]]] = [
             ("HTTP direct", lambda: http_closed_loop(el1.url("http"), HTTP_REQUESTS, HTTP_CONCURRENCY)),
@@ -331,22 +343,31 @@ async def bench() -> int:
             ("WS via proxy", lambda: ws_pipelined(proxy.url("ws"), WS_REQUESTS, WS_IN_FLIGHT)),
             ("HTTP serial direct", lambda: http_closed_loop(el1.url("http"), SERIAL_REQUESTS, 1)),
             ("HTTP serial via proxy", lambda: http_closed_loop(proxy.url("http"), SERIAL_REQUESTS, 1)),
+            (
+                f"HTTP serial via proxy {ASYNCIO}",
+                lambda: http_closed_loop(on_asyncio.url("http"), SERIAL_REQUESTS, 1),
+            ),
             ("WS serial direct", lambda: ws_pipelined(el1.url("ws"), SERIAL_REQUESTS, 1)),
             ("WS serial via proxy", lambda: ws_pipelined(proxy.url("ws"), SERIAL_REQUESTS, 1)),
+            (
+                f"WS serial via proxy {ASYNCIO}",
+                lambda: ws_pipelined(on_asyncio.url("ws"), SERIAL_REQUESTS, 1),
+            ),
         ]
         results = await best_of(2, plan, s)
         load_http, load_ws, notifications = await production_load(proxy.url("http"), proxy.url("ws"))
 
     print("throughput, cheap load generators (wrk over HTTP, raw-socket flood over WebSocket):")
-    print(f"  {'measurement':<32}{'req/s':>10}{'errors':>8}   CPU cores used (el1, proxy)")
+    print(f"  {'measurement':<40}{'req/s':>10}{'errors':>8}   CPU cores used (el1, proxy, proxy-asyncio)")
     for name, flood in flooded.items():
-        cores = "  ".join(f"{flood.cpu.get(p, 0.0) / flood.elapsed:.2f}" for p in ("el1", "proxy"))
-        print(f"  {name:<32}{flood.rate:>10.0f}{flood.errors:>8}   {cores}")
+        processes = ("el1", "proxy", "proxy-asyncio")
+        cores = "  ".join(f"{flood.cpu.get(p, 0.0) / flood.elapsed:.2f}" for p in processes)
+        print(f"  {name:<40}{flood.rate:>10.0f}{flood.errors:>8}   {cores}")
     if wrk is None:
         print(f"  HTTP: not measured: {why_no_wrk}")
     print()
     print("Python clients (aiohttp, websockets; throughput here is capped by the client's own CPU):")
-    print(f"  {'measurement':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"  {'measurement':<42}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, sample in results.items():
         print("  " + _row(name, sample))
     print("  " + _row(f"load: HTTP {LOAD_RATE}/s via proxy", load_http))
@@ -404,6 +425,7 @@ async def bench() -> int:
         f"{r['HTTP via proxy'].rate / r['HTTP direct'].rate:>8.2f}"
         f"   WS {r['WS via proxy'].rate / r['WS direct'].rate:.2f} (client-limited, not a target)"
     )
+    print_loops(f, r)
     print()
     print("capacity per core (requests per CPU-second of the process; independent of the client's speed):")
     for name, process in (
@@ -411,6 +433,8 @@ async def bench() -> int:
         ("HTTP via proxy", "proxy"),
         ("WS direct", "el1"),
         ("WS via proxy", "proxy"),
+        (f"HTTP via proxy {ASYNCIO}", "proxy-asyncio"),
+        (f"WS via proxy {ASYNCIO}", "proxy-asyncio"),
     ):
         if name in f:
             print(f"  {name + ' (' + process + ')':<52}{f[name].per_core(process):>10.0f}")
@@ -421,6 +445,24 @@ async def bench() -> int:
             ratio = f[f"{kind} via proxy"].per_core("proxy") / f[f"{kind} direct"].per_core("el1")
             print(f"  {'proxy ' + kind + ' capacity / elnode ' + kind + ' capacity':<52}{ratio:>10.2f}")
     return 0 if ok else 1
+
+
+def print_loops(flooded: dict[str, Flood], results: dict[str, Sample]) -> None:
+    """The proxy on uvloop against the proxy on asyncio's loop, same run: throughput ratios (floods) and
+    serial p50 differences. Printed for docs/decisions.md, not judged."""
+    print()
+    print("event loop, uvloop (proxy) against asyncio (proxy-asyncio), not targets:")
+    for kind in ("HTTP", "WS"):
+        uv, aio = flooded.get(f"{kind} via proxy"), flooded.get(f"{kind} via proxy {ASYNCIO}")
+        if uv is None or aio is None:
+            print(f"  {kind + ' throughput uvloop/asyncio':<42}{'-':>8}  not measured")
+        else:
+            print(f"  {kind + ' throughput uvloop/asyncio':<42}{uv.rate / aio.rate:>8.2f}")
+    for kind in ("HTTP", "WS"):
+        uv_p50 = results[f"{kind} serial via proxy"].pct(0.5)
+        aio_p50 = results[f"{kind} serial via proxy {ASYNCIO}"].pct(0.5)
+        label = f"{kind} p50 uvloop - asyncio (serial), ms"
+        print(f"  {label:<42}{(uv_p50 - aio_p50) * 1e3:>8.3f}")
 
 
 def main() -> int:

@@ -333,11 +333,12 @@ class EthStack(ProxyObserver):
         return lambda: self.nodes[name].address  # resolved per connection: follows a restart
 
     async def start_proxy(self, ready_timeout: float = 15.0, *, name: str = PROXY,
-                          defects: Iterable[str] | None = None) -> Service:
+                          defects: Iterable[str] | None = None, loop: str | None = None) -> Service:
         """Write the TOML config and start the proxy through the links (also after ``kill("proxy")``).
 
         Another *name* starts a second proxy in front of the same nodes (with its own *defects*, default
-        the stack's), e.g. to measure two side by side; it is returned, ``self.proxy`` stays the first."""
+        the stack's), e.g. to measure two side by side; it is returned, ``self.proxy`` stays the first.
+        *loop* is the proxy's ``--loop`` (default: its own, uvloop when installed)."""
         config = self.run.path("rpcproxy.toml")
         config.write_text(proxy_config_toml(self.settings))
         argv = ["rpcproxy", "--listen", "127.0.0.1:0", "--name", name, "--config", str(config)]
@@ -346,6 +347,8 @@ class EthStack(ProxyObserver):
             argv += [f"--{role}", f"{node}=http://{address}/"]
         for defect in self.defects if defects is None else defects:
             argv += ["--defect", defect]
+        if loop is not None:
+            argv += ["--loop", loop]
         svc = await self.run.astart(name, argv, health=http_health("/health"), ready_timeout=ready_timeout)
         if name == PROXY:
             self.proxy = svc

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import signal
 import sys
+from collections.abc import Callable
 
 from servicekit import (
     ArgumentParser,
@@ -33,6 +35,9 @@ endpoints: POST / (JSON-RPC, single or batch), GET /ws (WebSocket), GET /status,
 """
 
 
+LOOPS = ("auto", "uvloop", "asyncio")
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="rpcproxy",
@@ -53,8 +58,26 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", metavar="FILE.toml", help="TOML file with the options listed below")
     parser.add_argument("--ready-file", metavar="PATH", help="JSON written once listening")
     parser.add_argument("--log-file", metavar="PATH", help="JSON-lines log (default: stderr)")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        metavar="LOOP",
+        help="event loop: uvloop (the 'fast' extra), asyncio, or auto (default: uvloop when installed, "
+        "else asyncio)",
+    )
     add_defect_argument(parser, DEFECTS)
     return parser
+
+
+def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The event loop to run on, by name, and its factory (None: asyncio's default). Raises ImportError
+    when uvloop is asked for by name and not installed."""
+    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+        return "asyncio", None
+    import uvloop
+
+    return "uvloop", uvloop.new_event_loop
 
 
 async def serve(
@@ -65,6 +88,7 @@ async def serve(
     port: int,
     name: str,
     ready_file: str | None,
+    loop_name: str = "asyncio",
 ) -> None:
     """Run until SIGTERM/SIGINT."""
     proxy = Proxy(config, defects, log)
@@ -86,6 +110,7 @@ async def serve(
     log.info(
         "proxy.listening",
         listen=listen,
+        loop=loop_name,
         upstreams=[vars(u) for u in config.upstreams],
         config={k: v for k, v in vars(config).items() if k != "upstreams"},
     )
@@ -102,11 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args.primary, args.backup, args.config)
     except ConfigError as exc:
         parser.error(str(exc))
+    try:
+        loop_name, factory = loop_factory(args.loop)
+    except ImportError:
+        parser.error("--loop uvloop: uvloop is not installed (pip install 'incident-workbook[fast]')")
     log = configure_logging("rpcproxy", args.name, args.log_file)
     defects = announce_defects(log, args.defect, DEFECTS)
     host, port = args.listen
     try:
-        asyncio.run(serve(config, defects, log, host, port, args.name, args.ready_file))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(config, defects, log, host, port, args.name, args.ready_file, loop_name))
     except OSError as exc:
         sys.stderr.write(f"rpcproxy: error: cannot listen on {format_hostport(host, port)}: {exc}\n")
         return 2

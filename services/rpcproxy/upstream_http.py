@@ -2,10 +2,12 @@
 
 Each forwarded request is one write (head and body together) and one response read. A general-purpose
 client (aiohttp's) spent more CPU per request than the node answering it; this one does only what the
-forwarder needs, on asyncio protocols: bodies by Content-Length, chunked, or delimited by the close, up
-to a size limit; interim (1xx) responses skipped; a transfer coding other than chunked refused (the body
-would be forwarded still coded); a connection is reused only after a complete, keep-alive response whose
-framing was unambiguous.
+forwarder needs, on asyncio protocols, and leaves the parsing to llhttp (httptools, as uvicorn uses): one
+parser per connection. Around it: bodies by Content-Length, chunked, or delimited by the close (a FIN, never
+a reset), up to a size limit; the head up to MAX_HEAD however its bytes are split; interim (1xx) responses
+skipped; a transfer coding other than chunked refused (the body would be forwarded still coded); a
+connection is reused only after a complete, keep-alive response whose framing was unambiguous and after
+which nothing more arrived.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
+import httptools
+
 MAX_HEAD = 65536  # bytes of status line and headers, with the blank line that ends them
-MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with its extensions and CRLF)
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+_HEAD_END = b"\r\n\r\n"
+_VERSION = b"HTTP/1."  # how a head starts (llhttp refuses HTTP/1.x other than 1.0 and 1.1)
+_FRAMING_LENGTHS = frozenset(map(len, ("content-length", "transfer-encoding", "connection")))
 
 
 class UpstreamHttpError(Exception):
@@ -42,23 +49,39 @@ class Reply:
 
 
 class _Response:
-    """Incremental parse state of the response being read."""
+    """What the parser has reported of the response being read (an interim 1xx one is forgotten)."""
 
-    __slots__ = ("chunks", "headers", "keep_alive", "length", "mode", "pos", "received", "status")
+    __slots__ = (
+        "body",
+        "close_delimited",
+        "complete",
+        "extra",
+        "final",
+        "headers",
+        "keep_alive",
+        "raw",
+        "received",
+        "reusable",
+        "status",
+    )
 
     def __init__(self) -> None:
         self.status = 0
+        self.raw: list[tuple[bytes, bytes]] = []  # header fields as the parser gave them
         self.headers: list[tuple[str, str]] = []
-        self.keep_alive = True
-        self.mode = ""  # "" (head not read yet), "length", "chunked", "close"
-        self.length = 0
-        self.pos = 0  # parse position in the connection's buffer
-        self.chunks: list[bytes] = []
-        self.received = 0  # body bytes of the chunks read so far
+        self.final = False  # the final (non-1xx) response's head has been read
+        self.keep_alive = False
+        self.close_delimited = False  # the body ends with the connection
+        self.body: list[bytes] = []
+        self.received = 0  # body bytes so far
+        self.complete = False
+        self.extra = False  # something followed the complete response
+        self.reusable = False
 
 
 class Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection to an upstream."""
+    """One TCP (or TLS) connection to an upstream, with its response parser (llhttp's, reused while the
+    connection is)."""
 
     def __init__(self, on_lost: Callable[[Connection], None], max_body: int = DEFAULT_MAX_BODY) -> None:
         self.transport: asyncio.Transport | None = None
@@ -66,34 +89,51 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._on_lost = on_lost
-        self._buf = bytearray()
         self._eof = False
+        self._stray = False  # bytes arrived that no exchange was waiting for
+        self._broken = False  # the parser is not at the start of a response: never reused
+        self._parser = httptools.HttpResponseParser(self)
+        # Content-Length with chunked (RFC 9112 6.3): read as chunked (and not reused) rather than refused;
+        # whitespace before a chunk extension's ";" (RFC 9112 7.1.1 BWS) read rather than refused.
+        self._parser.set_dangerous_leniencies(
+            lenient_chunked_length=True, lenient_spaces_after_chunk_size=True
+        )
+        self._in_head = True  # the next bytes belong to a head, whose end is found here (for MAX_HEAD)
+        self._head = bytearray()  # bytes of a head whose end has not arrived yet
         self._resp: _Response | None = None
         self._waiter: asyncio.Future[tuple[Reply, bool]] | None = None
 
     # -- protocol callbacks -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a TCP (or TLS) transport: uvloop's is one without subclassing asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        if self._waiter is not None:
-            self._advance()
+        waiter, r = self._waiter, self._resp
+        if waiter is None or r is None or waiter.done():
+            self._stray = True  # a keep-alive connection must be silent between requests
+            return
+        try:
+            self._feed(r, data)
+        except UpstreamHttpError as exc:
+            self._broken = True
+            waiter.set_exception(exc)
+            return
+        if r.complete:
+            waiter.set_result(self._reply(r))
 
     def eof_received(self) -> bool:
         self._eof = True
-        if self._waiter is not None:
-            self._advance()
+        self._finish()
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         orderly = exc is None or self._eof  # a FIN (or our own close) may end a body; a reset never does
         self._eof = True
-        if self._waiter is not None and orderly:
-            self._advance()
+        if orderly:
+            self._finish()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
                 ConnectionResetError(f"upstream closed the connection before a complete response ({exc})")
@@ -104,11 +144,13 @@ class Connection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        """Open, and nothing unread from it (a keep-alive connection must be silent between requests)."""
+        """Open, its parser at the start of a response, and nothing unread from it (a keep-alive connection
+        must be silent between requests)."""
         return (
             not self.closed
             and not self._eof
-            and not self._buf
+            and not self._stray
+            and not self._broken
             and self.transport is not None
             and not self.transport.is_closing()
         )
@@ -117,12 +159,13 @@ class Connection(asyncio.Protocol):
         """Write one request, return (the response, whether the connection may be reused)."""
         if not self.usable or self.transport is None:
             raise ConnectionResetError("upstream connection is closed")
-        self._resp = _Response()
+        r = self._resp = _Response()
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             self.transport.write(data)
             return await self._waiter
         finally:
+            self._broken = self._broken or not r.reusable  # an error, a cancel, a close, or bytes after it
             self._waiter = None
             self._resp = None
 
@@ -130,133 +173,149 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # -- parsing ----------------------------------------------------------------------------------------
+    # -- feeding the parser -----------------------------------------------------------------------------
 
-    def _advance(self) -> None:
-        waiter, r = self._waiter, self._resp
-        if waiter is None or waiter.done() or r is None:
+    def _feed(self, r: _Response, data: bytes) -> None:
+        """Give *data* to the parser; a head is given whole (up to its blank line), so that its size is
+        known exactly however its bytes were split."""
+        if not self._in_head:
+            self._parse(r, data)
             return
-        try:
-            result = self._parse(r)
-        except UpstreamHttpError as exc:
-            waiter.set_exception(exc)
-            return
-        if result is not None:
-            waiter.set_result(result)
-
-    def _parse(self, r: _Response) -> tuple[Reply, bool] | None:
-        buf = self._buf
-        while not r.mode:  # the head (skipping interim 1xx responses)
-            end = buf.find(b"\r\n\r\n", r.pos)
-            # The limit counts the whole head, so that it is refused however its bytes were split.
-            if (end + 4 if end >= 0 else len(buf)) - r.pos > MAX_HEAD:
+        if not self._head and data.startswith(_VERSION) and data[9:10] != b"1":
+            # The common case, in one call: a final (not 1xx) response whose head is all here and fits.
+            end = data.find(_HEAD_END)
+            if 0 <= end <= MAX_HEAD - 4:
+                self._parse(r, data)
+                return
+        buf, scan = data, 0
+        if self._head:
+            scan = len(self._head) - 3  # the blank line may straddle the pieces
+            self._head += data
+            buf = bytes(self._head)
+            self._head.clear()
+        view = memoryview(buf)
+        pos = 0
+        while self._in_head and not r.complete:
+            end = buf.find(_HEAD_END, max(pos, scan))
+            if (end + 4 if end >= 0 else len(buf)) - pos > MAX_HEAD:
                 raise UpstreamHttpError("response head too large")
             if end < 0:
-                if self._eof:
-                    raise UpstreamHttpError("upstream closed the connection before a complete response")
-                return None
-            self._head(r, bytes(buf[r.pos : end]))
-            r.pos = end + 4
-        if r.mode == "length":
-            if r.length > self.max_body:
-                raise ResponseTooLarge(
-                    f"response body of {r.length} bytes exceeds the limit of {self.max_body}"
-                )
-            end = r.pos + r.length
-            if len(buf) < end:
-                if self._eof:
-                    raise UpstreamHttpError("upstream closed the connection in the middle of a body")
-                return None
-            return self._done(r, bytes(buf[r.pos : end]), end)
-        if r.mode == "chunked":
-            return self._chunked(r)
-        if len(buf) - r.pos > self.max_body:
-            raise ResponseTooLarge(f"response body exceeds the limit of {self.max_body} bytes")
-        if not self._eof:  # body delimited by the end of the connection
-            return None
-        return self._done(r, bytes(buf[r.pos :]), len(buf))
+                self._head += view[pos:]
+                return
+            if not buf.startswith(_VERSION, pos):  # llhttp would also take HTTP/0.9, HTTP/2.0, RTSP/, ICE/
+                raise UpstreamHttpError(f"bad status line {bytes(view[pos : pos + 40])!r}")
+            self._parse(r, view[pos : end + 4])
+            pos = end + 4
+        if pos < len(buf):
+            self._parse(r, view[pos:])
 
-    def _head(self, r: _Response, head: bytes) -> None:
-        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        code = parts[1] if len(parts) > 1 else ""
-        if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not (code.isascii() and code.isdigit()):
-            raise UpstreamHttpError(f"bad status line {lines[0][:80]!r}")
-        status = int(code)
-        headers: list[tuple[str, str]] = []
+    def _parse(self, r: _Response, data: bytes | memoryview) -> None:
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._broken = True
+            cause = exc.__context__
+            if isinstance(cause, UpstreamHttpError):
+                raise cause from None
+            if r.complete:
+                r.extra = True  # what follows the response does not parse: the response stands
+                return
+            detail = f"{exc}" if cause is None else f"{exc}: {cause!r}"
+            raise UpstreamHttpError(f"malformed response ({detail})") from None
+
+    def _finish(self) -> None:
+        """The upstream ended the connection with a FIN: that completes a body delimited by the close,
+        and nothing else."""
+        waiter, r = self._waiter, self._resp
+        if waiter is None or r is None or waiter.done():
+            return
+        if r.final and r.close_delimited and not r.complete:
+            r.complete = True
+            waiter.set_result(self._reply(r))
+        elif r.final:
+            waiter.set_exception(UpstreamHttpError("upstream closed the connection in the middle of a body"))
+        else:
+            waiter.set_exception(
+                UpstreamHttpError("upstream closed the connection before a complete response")
+            )
+
+    def _reply(self, r: _Response) -> tuple[Reply, bool]:
+        r.reusable = r.keep_alive and not r.extra and not self._eof and not self._stray
+        return Reply(r.status, r.headers, b"".join(r.body)), r.reusable
+
+    # -- parser callbacks (llhttp calls them from feed_data; an exception in one ends the exchange) ------
+
+    def on_message_begin(self) -> None:
+        r = self._resp
+        if r is not None and r.complete:
+            r.extra = True  # a second response, or junk: the connection is not reused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        r = self._resp
+        if r is not None and not r.final:  # trailers (and anything after the response) are not forwarded
+            r.raw.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        r = self._resp
+        if r is None or r.final:
+            return
+        parser = self._parser
+        status = parser.get_status_code()  # of an HTTP/1.0 or 1.1 response: _feed has checked the version
+        if 100 <= status < 200:  # interim response: the real one follows
+            if status == 101:
+                raise UpstreamHttpError("upstream switched protocols (101) in answer to a forwarded request")
+            r.raw = []
+            return
+        # names are tokens (llhttp has checked them); of a value only OWS is trimmed, not every Unicode space
+        headers = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape").strip(" \t")) for n, v in r.raw]
         length: int | None = None
-        encodings: str | None = None
-        connection = ""
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise UpstreamHttpError(f"bad header line {line[:80]!r}")
-            value = value.strip(" \t")  # OWS only: str.strip() would also eat obs-text such as NBSP
-            headers.append((name, value))
+        codings: str | None = None
+        close = False
+        for name, value in headers:
+            if len(name) not in _FRAMING_LENGTHS:
+                continue
             lower = name.lower()
             if lower == "content-length":
-                if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
-                    raise UpstreamHttpError(f"bad Content-Length {value[:40]!r}")
-                length = int(value)
+                length = int(value)  # digits only: llhttp has checked them, and refused a repeat
             elif lower == "transfer-encoding":
-                encodings = value.lower() if encodings is None else f"{encodings},{value.lower()}"
+                codings = value.lower() if codings is None else f"{codings},{value.lower()}"
             elif lower == "connection":
-                connection += "," + value.lower()
-        if 100 <= status < 200:
-            return  # interim response: the real one follows
-        tokens = {t.strip() for t in connection.split(",")}
-        r.keep_alive = "close" not in tokens and (parts[0] == "HTTP/1.1" or "keep-alive" in tokens)
-        r.status, r.headers = status, headers
+                close = close or "close" in (t.strip() for t in value.lower().split(","))
+        r.final, r.status, r.headers = True, status, headers
+        self._in_head = False
+        r.keep_alive = parser.should_keep_alive() and not close
         if status in (204, 304):
-            r.mode, r.length = "length", 0
-        elif encodings is not None:
-            codings = [c.strip() for c in encodings.split(",") if c.strip()]
-            if codings != ["chunked"]:
+            return  # no body, whatever the headers say
+        if codings is not None:
+            if [c.strip() for c in codings.split(",") if c.strip()] != ["chunked"]:
                 # Transfer-Encoding is hop-by-hop: forwarding a gzip-coded body without it would corrupt it.
-                raise UpstreamHttpError(f"unsupported transfer coding {encodings[:40]!r} (only chunked)")
-            r.mode = "chunked"
+                raise UpstreamHttpError(f"unsupported transfer coding {codings[:40]!r} (only chunked)")
             # With a Content-Length too, the framing is ambiguous (RFC 9112 6.3): read as chunked, then close.
             r.keep_alive = r.keep_alive and length is None
         elif length is not None:
-            r.mode, r.length = "length", length
+            if length > self.max_body:  # refused on the head, the body never waited for
+                raise ResponseTooLarge(
+                    f"response body of {length} bytes exceeds the limit of {self.max_body}"
+                )
         else:
-            r.mode, r.keep_alive = "close", False
+            r.close_delimited, r.keep_alive = True, False
 
-    def _chunked(self, r: _Response) -> tuple[Reply, bool] | None:
-        buf = self._buf
-        while True:
-            end = buf.find(b"\r\n", r.pos)
-            if (end + 2 if end >= 0 else len(buf)) - r.pos > MAX_CHUNK_LINE:
-                raise UpstreamHttpError("chunk size line too long")
-            if end < 0:
-                break
-            size_text = bytes(buf[r.pos : end]).split(b";", 1)[0].strip()
-            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-                raise UpstreamHttpError(f"bad chunk size {size_text[:20]!r}")
-            size = int(size_text, 16)
-            if r.received + size > self.max_body:  # refused before the chunk is waited for
-                raise ResponseTooLarge(f"chunked response body exceeds the limit of {self.max_body} bytes")
-            if size == 0:  # last chunk: trailers (ignored) up to an empty line
-                stop = buf.find(b"\r\n\r\n", end)
-                if stop >= 0:
-                    return self._done(r, b"".join(r.chunks), stop + 4)
-                break
-            data_end = end + 2 + size
-            if len(buf) < data_end + 2:
-                break
-            if buf[data_end : data_end + 2] != b"\r\n":
-                raise UpstreamHttpError("chunk not followed by CRLF")
-            r.chunks.append(bytes(buf[end + 2 : data_end]))
-            r.received += size
-            r.pos = data_end + 2
-        if self._eof:
-            raise UpstreamHttpError("upstream closed the connection in the middle of a chunked body")
-        return None
+    def on_body(self, body: bytes) -> None:
+        r = self._resp
+        if r is None or r.complete:
+            return
+        if not r.final:
+            raise UpstreamHttpError("interim (1xx) response with a body")
+        r.received += len(body)
+        if r.received > self.max_body:  # refused as soon as the running total passes the limit
+            raise ResponseTooLarge(f"response body exceeds the limit of {self.max_body} bytes")
+        r.body.append(body)
 
-    def _done(self, r: _Response, body: bytes, end: int) -> tuple[Reply, bool]:
-        del self._buf[:end]
-        reusable = r.keep_alive and not self._buf and not self._eof
-        return Reply(r.status, r.headers, body), reusable
+    def on_message_complete(self) -> None:
+        self._in_head = True  # the parser is at the start of the next response
+        r = self._resp
+        if r is not None and r.final:
+            r.complete = True
 
 
 class UpstreamPool:

@@ -161,7 +161,9 @@ async def test_chunked_with_a_content_length_too_is_read_as_chunked_and_not_reus
     "answer",
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n",  # refused on the head, body never waited for
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3ff\r\n" + b"x" * 1023 + b"\r\n2\r\n",
+        # refused when the running total passes the limit, the end of the body never waited for (llhttp
+        # does not report a chunk's size, so a chunk announced past the limit is refused on its data)
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3ff\r\n" + b"x" * 1023 + b"\r\n2\r\nxx",
         b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1025,  # delimited by the close, which never comes
     ],
 )

@@ -1,4 +1,4 @@
-"""Property tests of the forwarder's hand-written HTTP/1.1 response parser (rpcproxy.upstream_http).
+"""Property tests of the forwarder's HTTP/1.1 response reading (rpcproxy.upstream_http, llhttp underneath).
 
 Two drives: a ``Connection`` fed in-process by a stand-in transport (exact split points, hundreds of
 examples in well under a second), and the pool against a scripted server on a real loopback socket
@@ -177,15 +177,35 @@ def test_a_field_value_keeps_non_ascii_text_python_calls_whitespace() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_the_size_limits_do_not_depend_on_how_the_bytes_were_split(data: st.DataObject) -> None:
-    # With limits small enough for generated responses to cross them, a response is refused (or read)
-    # the same way whether it came in one piece or many.
-    limits = {"MAX_HEAD": data.draw(st.integers(16, 200)), "MAX_CHUNK_LINE": data.draw(st.integers(4, 40))}
+    # With a head limit small enough for generated responses to cross it, a response is refused (or read)
+    # the same way whether it came in one piece or many. (llhttp streams a chunk-size line without holding
+    # it, so there is no chunk-line limit any more.)
+    limit = data.draw(st.integers(16, 200))
     wire = data.draw(responses(max_body=60))
     pieces = data.draw(splits(wire.data))
-    with mock.patch.multiple(upstream_http, **limits):
+    with mock.patch.object(upstream_http, "MAX_HEAD", limit):
         whole, _ = drive([wire.data], ending(wire))
         split, _ = drive(pieces, ending(wire))
-    assert whole == split, (limits, pieces)
+    assert whole == split, (limit, pieces)
+
+
+def test_a_head_of_exactly_the_limit_is_read_and_one_byte_more_refused_however_split() -> None:
+    def head(size: int) -> bytes:
+        start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: "
+        return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+    for size, expected in [(upstream_http.MAX_HEAD, 200), (upstream_http.MAX_HEAD + 1, UpstreamHttpError)]:
+        wire = head(size) + b"{}"
+        for pieces in ([wire], [wire[i : i + 1000] for i in range(0, len(wire), 1000)]):
+            outcome, _ = drive(pieces, None)
+            assert (outcome if isinstance(outcome, type) else outcome[0]) == expected, (size, len(pieces))
+
+
+def test_a_repeated_content_length_is_refused() -> None:
+    # RFC 9110 8.6 allows either reading equal repeats as one or refusing them; llhttp refuses.
+    outcome, conn = drive([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"], None)
+    assert outcome is UpstreamHttpError
+    assert not conn.usable
 
 
 # -- the pool on a real loopback socket --------------------------------------------------------------------
