@@ -14,7 +14,7 @@ import rpcproxy.wscore
 
 PACKAGE = Path(rpcproxy.wscore.__file__).parent
 IO_FREE = ("wscore", "wsactions", "heads", "tables")
-IO_LIBRARIES = {"asyncio", "aiohttp", "websockets"}
+IO_LIBRARIES = {"asyncio", "aiohttp", "websockets", "uvloop"}
 
 
 def imports_of(module: str) -> set[str]:
