@@ -322,20 +322,24 @@ FAULT_COLOURS = ["#f2c14e", "#b07aa1", "#76b7b2", "#ff9da7", "#9c755f", "#bab0ac
 
 
 LABEL_ROW = 0.5  # lanes of height one label row takes above the lanes
-CHAR_SPAN = 1 / 150  # share of the time axis one character of a 7-point label covers on an 11-inch figure
+MAX_LABEL_ROWS = 4  # beyond it labels overlap rather than push the lanes down
+CHAR_SPAN = 1 / 100  # share of the time axis a 7-point character may cover (about 1/150 measured)
 
 
 def _label_rows(labels: Sequence[tuple[float, str]], *, span: float) -> list[int]:
     """A row for each (x, text) label, the lowest whose labels all end before this one starts, so labels
-    of faults that start together (or close) stack instead of overprinting each other."""
+    of faults that start together (or close) stack instead of overprinting each other (at most
+    MAX_LABEL_ROWS rows)."""
     ends: list[float] = []  # per row: where its last label ends
     rows = []
     width = max(span, 1e-9) * CHAR_SPAN
     for x, text in labels:
         row = next((i for i, end in enumerate(ends) if end <= x), len(ends))
-        if row == len(ends):
+        if row == MAX_LABEL_ROWS:  # crowded (a dense schedule): the row that frees first
+            row = min(range(len(ends)), key=ends.__getitem__)
+        elif row == len(ends):
             ends.append(0.0)
-        ends[row] = x + width * len(text)
+        ends[row] = x + width * (len(text) + 1)
         rows.append(row)
     return rows
 
@@ -385,7 +389,8 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
             ax.axvline(f["start"], color=colour, lw=1.5)
         else:
             ax.axvspan(f["start"], end, color=colour, alpha=0.3, lw=0)
-    rows = _label_rows([(f["start"], f" {f['kind']} {f['node']}") for f in faults], span=end_of_run)
+    lo, hi = ax.get_xlim()  # what is drawn so far sets the axis (texts do not move it)
+    rows = _label_rows([(f["start"], f" {f['kind']} {f['node']}") for f in faults], span=hi - lo)
     for f, row in zip(faults, rows, strict=True):
         ax.text(f["start"], len(processes) - 0.4 + LABEL_ROW * row, f" {f['kind']} {f['node']}", fontsize=7,
                 va="bottom", rotation=0, clip_on=True)

@@ -8,8 +8,8 @@ notebooks' rounds. ``rpc``: :func:`request_stream` (requests at a steady rate),
 :func:`session_requests` (each session asks at its own pace), :func:`session_steps` (one session
 through a list of steps, for a property search), :func:`force_move`, and views of the requests over
 time. ``search``: :func:`property_search` (a seeded, shrinking search for an input that fails). ``load``:
-:func:`sample_processes` and :func:`forced_reconnections`, run alongside a scenario. Each operation
-goes through the client's own outcome rule (:func:`~workbook.kvcluster.kv_outcome`,
+:func:`sample_processes`, :func:`forced_reconnections` and :func:`repeated_moves`, run alongside a
+scenario. Each operation goes through the client's own outcome rule (:func:`~workbook.kvcluster.kv_outcome`,
 :func:`~workbook.rpcclient.rpc_outcome`). Notebooks call them as ``workloads.<name>``.
 """
 
@@ -28,7 +28,7 @@ from workbook.workloads.kv import (
     write_register,
     write_unique,
 )
-from workbook.workloads.load import forced_reconnections, sample_processes
+from workbook.workloads.load import forced_reconnections, repeated_moves, sample_processes
 from workbook.workloads.rpc import (
     FIVE_SUBSCRIPTIONS,
     TRANSFER_TOPIC,
@@ -60,6 +60,7 @@ __all__ = [
     "present_anywhere",
     "property_search",
     "read_all",
+    "repeated_moves",
     "request_stream",
     "request_streams",
     "restart_all_round",

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workbook.nemesis import Nemesis
+from workbook.waiting import wait_until
 
 
 async def sample_processes(processes: Mapping[str, Any], *, every: float,
@@ -44,3 +45,25 @@ async def forced_reconnections(nemesis: Nemesis, node: str, *, every: float, sto
         except TimeoutError:
             await nemesis.drop_websockets(node)
             count += 1
+
+
+async def repeated_moves(nemesis: Nemesis, observer: Any, node: str, *, sessions: int, times: int,
+                         timeout: float, process: Any = None) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    """*node* closes every WebSocket *times* times; after each, wait until the proxy (*observer*) has moved
+    all *sessions* back onto *node*. Brings the proxy to the working set of a move of every session before
+    a measurement of its memory. One row per move: the sessions the proxy moved, and the resident memory
+    of *process* (anything with ``usage()``, e.g. the proxy's Service) once they were back."""
+    rows = []
+    for move in range(1, times + 1):
+        before = await observer.metric("rpcproxy_ws_moves_total", outcome="ok")
+
+        async def all_moved(before: float = before) -> bool:
+            return await observer.metric("rpcproxy_ws_moves_total", outcome="ok") - before >= sessions
+
+        await nemesis.drop_websockets(node)
+        await wait_until(all_moved, timeout, f"the proxy to move {sessions} sessions off the dropped links")
+        await observer.wait_sessions_on(node, sessions, timeout)
+        moved = int(await observer.metric("rpcproxy_ws_moves_total", outcome="ok") - before)
+        rss = process.usage()[1] / 2**20 if process is not None else None
+        rows.append({"move": move, "sessions_moved": moved, "rss_mb": rss})
+    return rows
