@@ -19,6 +19,7 @@ from servicekit import JsonLogger
 
 from rpcproxy import jsonrpc
 from rpcproxy.config import ProxyConfig
+from rpcproxy.corking import corked
 from rpcproxy.health import HealthMonitor
 from rpcproxy.metrics import ProxyMetrics
 from rpcproxy.mover import MonitorHealth, Mover
@@ -187,15 +188,21 @@ class WsSession:
         self._outq.put_nowait(text)
 
     async def _write_loop(self) -> None:
+        """Write the queued frames in order; frames queued together are sent corked, as one burst."""
+        sock = self.client.get_extra_info("socket")
         while True:
-            text = await self._outq.get()
-            if text is None:
-                return
-            self._out_bytes -= jsonrpc.utf8_size(text)
-            try:
-                await self.client.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
+            burst = [await self._outq.get()]
+            while burst[-1] is not None and not self._outq.empty():
+                burst.append(self._outq.get_nowait())
+            with corked(sock, len(burst) > 1):
+                for text in burst:
+                    if text is None:
+                        return
+                    self._out_bytes -= jsonrpc.utf8_size(text)
+                    try:
+                        await self.client.send_str(text)
+                    except (ConnectionError, RuntimeError):
+                        return
 
     def _event(self, event: str, level: str = "info", **fields: Any) -> None:
         self.s.log.event(event, level, session=self.id, **fields)

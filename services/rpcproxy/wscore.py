@@ -208,11 +208,13 @@ class SessionCore:
 
     def upstream_frame(self, link: LinkRef, data: str | bytes) -> list[Action]:
         """One frame from an upstream link."""
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):
-            self.metrics.unmatched.labels("garbage").inc()
-            return self._take()
+        msg, problem = jsonrpc.decode(data)
+        if problem is not None:
+            try:  # what the proxy refuses from clients (NaN, Infinity) an upstream may still send
+                msg = json.loads(data)
+            except (ValueError, RecursionError):
+                self.metrics.unmatched.labels("garbage").inc()
+                return self._take()
         if not isinstance(msg, dict):
             self.metrics.unmatched.labels("other").inc()
         elif msg.get("method") == "eth_subscription":

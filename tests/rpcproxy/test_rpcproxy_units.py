@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rpcproxy.config import OPTIONS, ConfigError, ProxyConfig, build_config, derive_ws_url, parse_upstream
 from rpcproxy.health import CheckResult, NodeHealth, judge_round
-from rpcproxy.jsonrpc import MethodPolicy, decode, request_problem
+from rpcproxy.jsonrpc import MethodPolicy, decode, encode, request_problem
 from rpcproxy.tables import PROXY_ID_PREFIX, HeadTracker, IdAllocator, PendingTable, SubscriptionTable
 
 # -- ids and in-flight requests ----------------------------------------------------------------------------
@@ -293,6 +296,50 @@ def test_decoding_never_raises_on_malformed_input() -> None:
     assert request_problem([]) is not None
 
 
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_STDLIB = json.JSONDecoder(parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+
+
+def _stdlib(text: str) -> tuple[bool, object]:
+    try:
+        return True, _STDLIB.decode(text)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_the_fast_json_path_reads_and_writes_what_the_json_module_does(value: object, ascii: bool) -> None:
+    # orjson is the fast path: big integers, non-ASCII and lone surrogates must come out as with json
+    text = json.dumps(value, ensure_ascii=ascii)
+    for data in (text, text.encode("utf-8", "surrogatepass")):
+        decoded, problem = decode(data)
+        ok, expected = _stdlib(text)
+        assert (problem is None) == ok
+        if ok:
+            assert repr(decoded) == repr(expected)
+    assert repr(json.loads(encode(value))) == repr(value)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.text(alphabet='{}[]",:0123456789.eE+-truefalsn \\u\x01é'))
+def test_the_fast_json_path_accepts_and_refuses_what_the_json_module_does(text: str) -> None:
+    decoded, problem = decode(text)
+    ok, expected = _stdlib(text)
+    assert (problem is None) == ok, (text, problem)
+    if ok:
+        assert repr(decoded) == repr(expected)
+
+
 def test_byte_caps_count_utf8_bytes_not_characters() -> None:
     from rpcproxy.jsonrpc import utf8_size
 
@@ -300,3 +347,29 @@ def test_byte_caps_count_utf8_bytes_not_characters() -> None:
     assert utf8_size('{"a":"é€😀"}') == 8 + 2 + 3 + 4  # 8 ASCII characters
     assert utf8_size(b"\xff\x00") == 2
     assert utf8_size('"\ud800"') == 5  # a lone surrogate (valid JSON escape decoded) is still counted
+
+
+def test_a_corked_burst_is_held_then_sent_and_the_socket_left_uncorked() -> None:
+    import socket
+
+    from rpcproxy.corking import corked
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as sender:
+            peer, _ = server.accept()
+            with peer:
+                cork = getattr(socket, "TCP_CORK", None)
+                with corked(sender, burst=True):
+                    sender.sendall(b"one")
+                    sender.sendall(b"two")
+                    if cork is not None:
+                        assert sender.getsockopt(socket.IPPROTO_TCP, cork) == 1
+                if cork is not None:
+                    assert sender.getsockopt(socket.IPPROTO_TCP, cork) == 0
+                with corked(sender, burst=False), corked(None, burst=True):
+                    sender.sendall(b"three")
+                peer.settimeout(10)
+                received = b""
+                while len(received) < 11:
+                    received += peer.recv(64)
+                assert received == b"onetwothree"
