@@ -114,6 +114,11 @@ class UpstreamLink:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 1.0)
         await self._session.close()  # closes (aborts) the connection if the handshake did not
+        # aiohttp 3.14 re-arms the heartbeat timer when bytes arrive after the close began (the peer's close
+        # frame): the timer then holds the closed link's whole graph for up to ws_ping_interval. Disarm it.
+        disarm = getattr(self.ws, "_cancel_heartbeat", None)
+        if disarm is not None:
+            disarm()
 
     async def send(self, text: str) -> None:
         """Send one frame; a dead connection raises ``LinkError`` (its reader reports the close)."""
