@@ -25,8 +25,8 @@ run: $(STAMP)
 # removed afterwards whatever the outcome.
 test: $(STAMP)
 	@tmp=$$(mktemp -d -t workbook-pytest.XXXXXX); \
-	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider $(PYTEST_ARGS); \
-	status=$$?; rm -rf $$tmp; exit $$status
+	trap 'rm -rf $$tmp' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	PYTEST_DEBUG_TEMPROOT=$$tmp $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib services tests bench

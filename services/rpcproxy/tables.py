@@ -14,7 +14,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 PROXY_ID_PREFIX = "rpcproxy:"
 
@@ -168,11 +168,14 @@ class HeadTracker:
     """
 
     highest: int | None = None
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
+    recent: deque[str] = field(default_factory=deque)  # the last RECENT hashes, oldest first
+    seen: set[str] = field(default_factory=set)  # the same hashes, for an O(1) lookup per head
+
+    RECENT: ClassVar[int] = 256
 
     def plan(self, number: int, block_hash: str | None) -> tuple[bool, range]:
         """(deliver it?, numbers missing before it)."""
-        if block_hash is not None and block_hash in self.recent:
+        if block_hash is not None and block_hash in self.seen:
             return False, range(0)
         if self.highest is not None and number <= self.highest and block_hash is None:
             return False, range(0)
@@ -181,7 +184,10 @@ class HeadTracker:
         return True, range(0)
 
     def delivered(self, number: int, block_hash: str | None) -> None:
-        if block_hash is not None:
+        if block_hash is not None and block_hash not in self.seen:
             self.recent.append(block_hash)
+            self.seen.add(block_hash)
+            if len(self.recent) > self.RECENT:
+                self.seen.discard(self.recent.popleft())
         if self.highest is None or number > self.highest:
             self.highest = number

@@ -114,8 +114,9 @@ class UpstreamLink:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 1.0)
         await self._session.close()  # closes (aborts) the connection if the handshake did not
-        # aiohttp 3.14 re-arms the heartbeat timer when bytes arrive after the close began (the peer's close
-        # frame): the timer then holds the closed link's whole graph for up to ws_ping_interval. Disarm it.
+        # aiohttp 3.14 can re-arm the heartbeat of a closed WebSocket (a reset scheduled as bytes arrived runs
+        # after the close); the timer then holds the link, its session and connector for up to
+        # ws_ping_interval. Disarm it (a private method: if aiohttp renames it, this does nothing).
         disarm = getattr(self.ws, "_cancel_heartbeat", None)
         if disarm is not None:
             disarm()

@@ -56,14 +56,16 @@ async def repeated_moves(nemesis: Nemesis, observer: Any, node: str, *, sessions
     rows = []
     for move in range(1, times + 1):
         before = await observer.metric("rpcproxy_ws_moves_total", outcome="ok")
+        seen = [before]
 
-        async def all_moved(before: float = before) -> bool:
-            return await observer.metric("rpcproxy_ws_moves_total", outcome="ok") - before >= sessions
+        async def all_moved(before: float = before, seen: list[float] = seen) -> bool:
+            seen.append(await observer.metric("rpcproxy_ws_moves_total", outcome="ok"))
+            return seen[-1] - before >= sessions
 
         await nemesis.drop_websockets(node)
         await wait_until(all_moved, timeout, f"the proxy to move {sessions} sessions off the dropped links")
         await observer.wait_sessions_on(node, sessions, timeout)
-        moved = int(await observer.metric("rpcproxy_ws_moves_total", outcome="ok") - before)
+        moved = int(seen[-1] - before)
         rss = process.usage()[1] / 2**20 if process is not None else None
         rows.append({"move": move, "sessions_moved": moved, "rss_mb": rss})
     return rows
