@@ -1,7 +1,9 @@
 """Pictures the notebooks show: topology diagrams, write timelines, message sequence charts, failure bars.
 
 Every function takes plain data (lists of dicts or DataFrames), returns a matplotlib ``Figure`` and
-never touches a service, so the same picture can be drawn from a live run or from saved logs.
+never touches a service, so the same picture can be drawn from a live run or from saved logs. A figure
+is shown where the notebook shows it: as the cell's value, or with ``display(...)``; it is closed to
+pyplot, so it is never drawn a second time when the cell ends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
+
+
+def _done(fig: Figure) -> Figure:
+    """Hand the figure to the caller only: closed to pyplot, so Jupyter draws it once, where the notebook
+    shows it (the cell's value, or ``display``), not a second time when the cell ends."""
+    plt.close(fig)
+    return fig
+
 
 KIND_COLOURS = {
     "kvstore": "#4c72b0",
@@ -61,7 +71,7 @@ def topology_diagram(nodes: Sequence[Mapping[str, Any]], edges: Iterable[Mapping
     ax.axis("off")
     ax.set_title(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def write_timeline(acks: pd.DataFrame, events: Mapping[str, float] | Sequence[tuple[str, float]],
@@ -91,7 +101,7 @@ def write_timeline(acks: pd.DataFrame, events: Mapping[str, float] | Sequence[tu
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def sequence_chart(messages: pd.DataFrame, lanes: Sequence[str], *, highlight_col: str = "highlight",
@@ -126,7 +136,7 @@ def sequence_chart(messages: pd.DataFrame, lanes: Sequence[str], *, highlight_co
     ax.axis("off")
     ax.set_title(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def failure_bars(counts: pd.DataFrame, *, group_col: str = "test", fail_col: str = "failures",
@@ -142,7 +152,7 @@ def failure_bars(counts: pd.DataFrame, *, group_col: str = "test", fail_col: str
     ax.set_ylabel("failed runs")
     ax.set_title(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def metric_bars(values: Mapping[str, float], *, title: str, ylabel: str = "") -> Figure:
@@ -152,7 +162,7 @@ def metric_bars(values: Mapping[str, float], *, title: str, ylabel: str = "") ->
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 Marks = Sequence[tuple[str, float]]
@@ -199,7 +209,7 @@ def counts_over_time(rows: Sequence[Mapping[str, Any]], *, panel: str, line: str
     axes[-1, 0].set_xlabel("seconds since the history started")
     fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str, group: str,
@@ -228,7 +238,7 @@ def lines_over_time(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, *, y: str,
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 OUTCOME_COLOURS = {"result": "#4c72b0", "error answer": "#dd8452", "no answer": HIGHLIGHT}
@@ -252,7 +262,7 @@ def outcomes_by_send_time(rows: Sequence[Mapping[str, Any]], *, spans: Spans = (
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def checks_and_latency(checks: Sequence[Mapping[str, Any]], requests: Sequence[Mapping[str, Any]], *,
@@ -288,7 +298,7 @@ def checks_and_latency(checks: Sequence[Mapping[str, Any]], requests: Sequence[M
     bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def gauge_steps(samples: pd.DataFrame, *, x: str = "t", y: str = "value", series: str = "series",
@@ -314,7 +324,7 @@ def gauge_steps(samples: pd.DataFrame, *, x: str = "t", y: str = "value", series
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 TYPE_COLOURS = {"ok": "#4c72b0", "fail": "#dd8452", "info": "#d62728", "pending": "#999999"}
@@ -402,7 +412,7 @@ def timeline(history: Any, *, title: str = "Timeline", highlight: Iterable[Any] 
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def version_clock(history: Any, *, f: str = "write", title: str = "Version clocks") -> Figure:
@@ -427,7 +437,7 @@ def version_clock(history: Any, *, f: str = "write", title: str = "Version clock
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
@@ -445,7 +455,7 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlab
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def error_rate(history: Any, *, bin_s: float = 1.0, title: str = "Error rate under the nemesis",
@@ -506,7 +516,7 @@ def error_rate(history: Any, *, bin_s: float = 1.0, title: str = "Error rate und
     if kinds:
         lanes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def cdf(samples: Mapping[str, Sequence[float]], *, xlabel: str, title: str,
@@ -530,4 +540,4 @@ def cdf(samples: Mapping[str, Sequence[float]], *, xlabel: str, title: str,
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return fig
+    return _done(fig)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import json
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from workbook import History, plots
 
 
@@ -28,8 +32,9 @@ def test_fault_labels_that_start_together_are_stacked_not_overprinted() -> None:
     history.complete(second, "ok")
     fig = plots.timeline(history)
     try:
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        canvas = FigureCanvasAgg(fig)  # the figure comes back closed to pyplot, without a drawing canvas
+        canvas.draw()
+        renderer = canvas.get_renderer()
         labels = [t for t in fig.axes[0].texts if t.get_text().strip()]
         assert sorted(t.get_text().strip() for t in labels) == ["kill kv2", "partition kv3", "pause kv1"]
         boxes = [t.get_window_extent(renderer) for t in labels]
@@ -40,3 +45,36 @@ def test_fault_labels_that_start_together_are_stacked_not_overprinted() -> None:
         assert all(t.get_position()[1] < top for t in labels)  # every label inside the axes
     finally:
         plt.close(fig)
+
+
+def test_a_figure_is_left_to_the_notebook_to_show_once() -> None:
+    # Jupyter's inline backend draws every figure still open in pyplot when a cell ends: a figure that the
+    # cell also shows (its value, or display) was drawn twice.
+    before = set(plt.get_fignums())
+    fig = plots.lines({"a": ([0, 1], [1, 2])}, xlabel="x", ylabel="y", title="t")
+    assert set(plt.get_fignums()) == before
+    assert fig.axes and fig.axes[0].get_title() == "t"
+
+
+def test_every_notebook_shows_each_figure_it_draws() -> None:
+    # Closed to pyplot, a figure appears only where the notebook shows it: as the cell's last expression,
+    # inside display(...), or assigned and then displayed.
+    notebooks = sorted((Path(__file__).parents[2] / "notebooks").rglob("*.ipynb"))
+    assert notebooks
+    unshown = []
+    for path in notebooks:
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            source = "".join(cell["source"])
+            if cell["cell_type"] != "code" or "plots." not in source:
+                continue
+            flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            body = compile(source, str(path), "exec", flags=flags).body
+            for position, stmt in enumerate(body):
+                if isinstance(stmt, ast.Expr) and ast.unparse(stmt.value).startswith("plots."):
+                    if position != len(body) - 1:
+                        unshown.append((path.name, index, ast.unparse(stmt)[:60]))
+                elif isinstance(stmt, ast.Assign) and ast.unparse(stmt.value).startswith("plots."):
+                    name = ast.unparse(stmt.targets[0])
+                    if f"display({name})" not in source and ast.unparse(body[-1]) != name:
+                        unshown.append((path.name, index, ast.unparse(stmt)[:60]))
+    assert not unshown
