@@ -20,7 +20,6 @@ What it guarantees (each defect switch marks the branch where the historical pro
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -208,13 +207,10 @@ class SessionCore:
 
     def upstream_frame(self, link: LinkRef, data: str | bytes) -> list[Action]:
         """One frame from an upstream link."""
-        msg, problem = jsonrpc.decode(data)
+        msg, problem = jsonrpc.decode(data, constants=True)
         if problem is not None:
-            try:  # what the proxy refuses from clients (NaN, Infinity) an upstream may still send
-                msg = json.loads(data)
-            except (ValueError, RecursionError):
-                self.metrics.unmatched.labels("garbage").inc()
-                return self._take()
+            self.metrics.unmatched.labels("garbage").inc()
+            return self._take()
         if not isinstance(msg, dict):
             self.metrics.unmatched.labels("other").inc()
         elif msg.get("method") == "eth_subscription":

@@ -306,7 +306,11 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-_STDLIB = json.JSONDecoder(parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+def _refuse(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_STDLIB = json.JSONDecoder(parse_constant=_refuse)  # the json module as the proxy configures it
 
 
 def _stdlib(text: str) -> tuple[bool, object]:
@@ -338,6 +342,14 @@ def test_the_fast_json_path_accepts_and_refuses_what_the_json_module_does(text: 
     assert (problem is None) == ok, (text, problem)
     if ok:
         assert repr(decoded) == repr(expected)
+
+
+def test_constants_are_read_only_when_asked_for() -> None:
+    # a client's NaN is refused; an upstream's is relayed as it came (the session core asks for constants)
+    assert decode('{"a": NaN}')[0] is None
+    value, problem = decode('{"a": NaN, "b": Infinity}', constants=True)
+    assert problem is None and value["b"] == float("inf") and value["a"] != value["a"]
+    assert decode("[1, 2", constants=True)[1].startswith("parse error")
 
 
 def test_byte_caps_count_utf8_bytes_not_characters() -> None:
